@@ -1,0 +1,126 @@
+"""The LightningModule ("routine"): one training recipe for any network and any regularizers.
+
+It owns the data loss, calls the regularizer hooks at fixed places and logs. It never branches on
+regularizer types; the final evaluation lives in ``bench.evaluate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.regularizers.base import Regularizer
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+class BenchModule(L.LightningModule):
+    """Classification (cross-entropy) or regression (MSE, or Gaussian NLL with a variance head).
+
+    Regression targets arrive standardized; ``target_std`` converts the logged MSE back to the
+    original units so that ``val/loss`` means the same on a dashboard and in results.json.
+    """
+
+    def __init__(
+        self,
+        model: nn.Sequential,
+        task: str,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        regularizers: Sequence[Regularizer] = (),
+        heteroscedastic: bool = False,
+        target_std: float = 1.0,
+        hparams: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task must be classification or regression, got {task!r}")
+        self.regularizers = list(regularizers)
+        self.batch_transforms = sorted(self.regularizers, key=lambda r: r.transform_order)
+        for reg in self.regularizers:
+            model = reg.configure_model(model)
+        self.model = model
+        self.task = task
+        self.heteroscedastic = heteroscedastic
+        self.target_std = float(target_std)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.diverged_at: tuple[int, int] | None = None  # (epoch, step), 0-based
+        if hparams is not None:
+            self.save_hyperparameters(hparams)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    # losses -------------------------------------------------------------------------------
+    def data_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Training objective without penalties. Soft (float) class targets are allowed."""
+        if self.task == "classification":
+            return F.cross_entropy(out, y)
+        if self.heteroscedastic:
+            return F.gaussian_nll_loss(out[:, 0], y, out[:, 1].exp(), full=True)
+        return F.mse_loss(out.squeeze(-1), y)
+
+    def hard_label_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The reported loss: cross-entropy, or MSE of the mean in original units."""
+        if self.task == "classification":
+            return F.cross_entropy(out, y)
+        return F.mse_loss(out[:, 0], y) * self.target_std**2
+
+    # steps --------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        x, y = batch
+        for reg in self.batch_transforms:
+            x, y = reg.transform_batch(x, y)
+        data_loss = self.data_loss(self(x), y)
+        penalties = {
+            reg.name: p for reg in self.regularizers if (p := reg.penalty(self.model)) is not None
+        }
+        loss = data_loss + sum(penalties.values())
+        if not torch.isfinite(loss):
+            # A result, not a crash: skip this step, stop, and let the caller record "diverged".
+            self.diverged_at = (self.current_epoch, self.global_step)
+            self.trainer.should_stop = True
+            return None
+        n = x.shape[0]
+        self.log("fit/data_loss", data_loss, on_step=False, on_epoch=True, batch_size=n)
+        self.log("fit/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        for name, value in penalties.items():
+            self.log(f"penalty/{name}", value, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        for reg in self.regularizers:
+            for key, value in reg.log_values(self.model).items():
+                self.log(f"{reg.name}/{key}", value)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        out = self(x)
+        n = x.shape[0]
+        self.log("val/loss", self.hard_label_loss(out, y), prog_bar=True, batch_size=n)
+        if self.task == "classification":
+            acc = (out.argmax(dim=-1) == y).float().mean()
+            self.log("val/acc", acc, prog_bar=True, batch_size=n)
+
+    # optimization -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        # After-step hooks run only when the optimizer really stepped (PyTorch calls step
+        # post-hooks from step() itself), and before any scheduler changes the learning rate.
+        optimizer.register_step_post_hook(self._after_optimizer_step)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+        with torch.no_grad():
+            for reg in self.regularizers:
+                reg.after_step(self.model, optimizer)

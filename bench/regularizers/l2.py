@@ -1,0 +1,27 @@
+"""L2 penalty: loss + λ·Σw² (gradient 2λw) — MAP estimation under a Gaussian prior on w.
+
+Coupled to the loss, so an adaptive optimizer rescales its gradient like any other; with plain
+SGD it equals PyTorch's own ``weight_decay=2λ``. For the decoupled (AdamW) rule see
+``weight_decay.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bench.errors import ConfigError
+from bench.regularizers.base import Regularizer, regularized_parameters
+
+
+class L2(Regularizer):
+    name = "l2"
+
+    def __init__(self, strength: float = 1e-4, params: str = "weights") -> None:
+        if not strength >= 0:
+            raise ConfigError(f"{self.key('strength')} must be >= 0, got {strength}")
+        self.strength = float(strength)
+        self.params = self.check_scope(params)
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        return self.strength * sum((p**2).sum() for p in regularized_parameters(model, self.params))

@@ -1,0 +1,53 @@
+"""Shared fixtures: compose the real config (as the CLI would) but tiny, on CPU, in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+# The team's offline dataset copies live beside the checkout (never inside it).
+SHARED_TORCHVISION = Path(
+    os.environ.get("BENCH_SHARED_DATA", REPO.parent / "shared" / "data" / "torchvision")
+)
+
+FAST = [
+    "trainer.max_epochs=3",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+]
+
+
+def make_cfg(run_dir: Path, *overrides: str) -> DictConfig:
+    """The composed ``conf/train.yaml`` with the fast settings plus ``overrides``."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*FAST, *overrides])
+    with open_dict(cfg):
+        cfg.paths.run_dir = str(run_dir)
+    return cfg
+
+
+@pytest.fixture
+def cfg_factory(tmp_path: Path):
+    def factory(*overrides: str, run_dir: Path | None = None) -> DictConfig:
+        return make_cfg(run_dir or tmp_path / "run", *overrides)
+
+    return factory
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
+            timeout: int = 300) -> subprocess.CompletedProcess:
+    """``bench-train`` in a subprocess, exactly as a user runs it."""
+    full_env = {**os.environ, "WANDB_SILENT": "true", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "bench.train", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )

@@ -1,0 +1,81 @@
+"""The real command line in subprocesses (each costs ~5 s of imports, so there are few)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+SECRET = "sk-test-9f8e7d6c5b4a"
+
+
+def test_default_run_end_to_end_offline(tmp_path: Path):
+    """The README's main job: digits + MLP, csv + wandb offline, prints where results are."""
+    env = {"BENCH_OUTPUT_DIR": str(tmp_path / "out"), "WANDB_API_KEY": SECRET,
+           "MY_SERVICE_TOKEN": SECRET + "-tok", "WANDB_MODE": "", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    proc = run_cli("trainer.max_epochs=2", "trainer.enable_progress_bar=false", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = list((tmp_path / "out" / "runs").glob("*/*/results.json"))
+    assert len(results) == 1
+    run_dir = results[0].parent
+    assert f"results: {results[0]}" in proc.stdout
+    for key in ("test/acc=", "test/ece=", "gap/acc=", "gap/loss="):
+        assert key in proc.stdout
+    record = json.loads(results[0].read_text())
+    assert record["status"] == "completed" and record["epochs"] == 2
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "csv" / "metrics.csv").is_file()
+    assert list((run_dir / "wandb").glob("offline-run-*")), "wandb should log offline by default"
+    # No secret from the environment in any file the run wrote.
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert SECRET.encode() not in data, f"secret leaked into {path}"
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path):
+    proc = run_cli("trainer.max_epochs=-1", "logger=none", cwd=tmp_path,
+                   env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")})
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines == ["error: trainer.max_epochs must be an integer >= 1, got -1"]
+    assert not list((tmp_path / "out").rglob("results.json"))
+
+
+def test_missing_torchvision_dataset_is_one_line(tmp_path: Path):
+    missing = tmp_path / "nowhere"
+    proc = run_cli("dataset=mnist", f"dataset.data_dir={missing}", "logger=none", cwd=tmp_path,
+                   env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")}, timeout=120)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "mnist" in lines[0].lower() and str(missing) in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_option_is_hydras_error(tmp_path: Path):
+    proc = run_cli("model=transformer", cwd=tmp_path, env={"BENCH_OUTPUT_DIR": str(tmp_path)})
+    assert proc.returncode != 0
+    assert "Could not find 'model/transformer'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_multirun_sweep_writes_one_record_per_job(tmp_path: Path):
+    proc = run_cli("--multirun", "seed=0,1", "trainer.max_epochs=1", "logger=none",
+                   "trainer.enable_progress_bar=false", cwd=tmp_path,
+                   env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = sorted((tmp_path / "out" / "multiruns").glob("*/*/*/results.json"))
+    assert [json.loads(p.read_text())["seed"] for p in records] == [0, 1]
+
+
+def test_diverged_run_exits_zero_with_one_warning(tmp_path: Path):
+    proc = run_cli("dataset=diabetes", "model=linear", "optimizer=sgd", "optimizer.lr=1e6",
+                   "logger=none", "trainer.enable_progress_bar=false", cwd=tmp_path,
+                   env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: ")]
+    assert len(warnings) == 1 and "diverged" in warnings[0]
