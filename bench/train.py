@@ -86,12 +86,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         datamodule.check_files()  # a missing dataset is one clear line, before any work
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule.setup("fit")
+    # Shapes are known without reading the data, so every combination error comes before loading.
     num_outputs = datamodule.num_outputs * (2 if cfg.heteroscedastic else 1)
     model = build(cfg.model, "model", input_shape=tuple(datamodule.input_shape),
                   num_outputs=num_outputs)
     for reg in regularizers:
         reg.setup(datamodule, model)
+    datamodule.setup("fit")
     module = BenchModule(
         model=model,
         task=datamodule.task,

@@ -218,3 +218,20 @@ def test_l2_penalty_is_logged_apart_from_the_data_loss(tmp_path, cfg_factory):
     assert record["regularizers"] == ["l2"]
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"penalty/l2", "fit/data_loss", "fit/loss"} <= set(header)
+
+
+def test_experiment_bundle_composes(cfg_factory):
+    cfg = cfg_factory("experiment=small_digits")
+    assert cfg.dataset.train_size == 300
+    assert cfg.dataset._target_.endswith("DigitsDataModule")
+
+
+def test_slurm_launcher_config_composes():
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.gpus_per_node == 1
