@@ -34,7 +34,10 @@ def collect_outputs(
 
 
 def predictive(
-    module: BenchModule, out: torch.Tensor, target_mean: float, target_std: float,
+    module: BenchModule,
+    out: torch.Tensor,
+    target_mean: float,
+    target_std: float,
     train_mse: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Turn raw network outputs into a predictive distribution (original units for regression).

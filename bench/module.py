@@ -118,7 +118,15 @@ class BenchModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        with torch.no_grad():
+            for reg in self.regularizers:
+                reg.before_step(self.model, optimizer)
 
     def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
         with torch.no_grad():

@@ -80,7 +80,11 @@ def scrub(obj: Any, secrets: set[str] | None = None) -> Any:
     secrets = secret_values() if secrets is None else secrets
     if isinstance(obj, Mapping):
         return {
-            k: (REDACTED if SECRET_NAME.search(str(k)) and v not in (None, "") else scrub(v, secrets))
+            k: (
+                REDACTED
+                if SECRET_NAME.search(str(k)) and v not in (None, "")
+                else scrub(v, secrets)
+            )
             for k, v in obj.items()
         }
     if isinstance(obj, list | tuple):
@@ -93,8 +97,17 @@ def scrub(obj: Any, secrets: set[str] | None = None) -> Any:
 def versions() -> dict[str, str]:
     """Versions of Python and of the packages whose behaviour the numbers depend on."""
     out = {"python": platform.python_version()}
-    for dist in ("regbench", "torch", "torchvision", "lightning", "hydra-core", "torchmetrics",
-                 "numpy", "scikit-learn", "wandb"):
+    for dist in (
+        "regbench",
+        "torch",
+        "torchvision",
+        "lightning",
+        "hydra-core",
+        "torchmetrics",
+        "numpy",
+        "scikit-learn",
+        "wandb",
+    ):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

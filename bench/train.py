@@ -64,8 +64,11 @@ def build_regularizers(cfg: DictConfig) -> list[Regularizer]:
 
 
 def build_loggers(cfg: DictConfig) -> list:
-    return [build(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items()
-            if node is not None]
+    return [
+        build(node, f"logger.{name}")
+        for name, node in (cfg.get("logger") or {}).items()
+        if node is not None
+    ]
 
 
 def config_record(cfg: DictConfig) -> dict[str, Any]:
@@ -88,8 +91,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # Shapes are known without reading the data, so every combination error comes before loading.
     num_outputs = datamodule.num_outputs * (2 if cfg.heteroscedastic else 1)
-    model = build(cfg.model, "model", input_shape=tuple(datamodule.input_shape),
-                  num_outputs=num_outputs)
+    model = build(
+        cfg.model, "model", input_shape=tuple(datamodule.input_shape), num_outputs=num_outputs
+    )
     for reg in regularizers:
         reg.setup(datamodule, model)
     datamodule.setup("fit")
@@ -103,8 +107,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         target_std=float(datamodule.target_std),
         hparams=config,
     )
-    callbacks = [build(node, f"callbacks.{name}")
-                 for name, node in (cfg.get("callbacks") or {}).items() if node is not None]
+    callbacks = [
+        build(node, f"callbacks.{name}")
+        for name, node in (cfg.get("callbacks") or {}).items()
+        if node is not None
+    ]
     callbacks += [cb for reg in regularizers for cb in reg.callbacks()]
     loggers = build_loggers(cfg)
     trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
@@ -155,15 +162,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         path = run_dir / RESULTS_FILE
         if (read_results(path) or {}).get("status") == "completed":
             path = run_dir / "results.failed.json"
-        write_json_atomic(path, {
-            "status": "failed",
-            "error": scrub(f"{type(exc).__name__}: {exc}"),
-            "regularizers": list((cfg.get("regularizer") or {}).keys()),
-            "seed": cfg.get("seed"),
-            "wall_time_s": round(time.time() - started, 3),
-            "versions": versions(),
-            "config": config_record(cfg),
-        })
+        write_json_atomic(
+            path,
+            {
+                "status": "failed",
+                "error": scrub(f"{type(exc).__name__}: {exc}"),
+                "regularizers": list((cfg.get("regularizer") or {}).keys()),
+                "seed": cfg.get("seed"),
+                "wall_time_s": round(time.time() - started, 3),
+                "versions": versions(),
+                "config": config_record(cfg),
+            },
+        )
         log.error("run failed; recorded in %s", path)
         raise
 
@@ -173,10 +183,16 @@ def report(record: dict[str, Any], run_dir: Path) -> None:
     m = record["metrics"]
     print(f"results: {run_dir / RESULTS_FILE}")
     if record["status"] == "diverged":
-        print(f"warning: the loss became non-finite at epoch {record['diverged_at']['epoch']}; "
-              "recorded as status=diverged", file=sys.stderr)
-    fields = ["test/acc", "test/ece", "gap/acc", "gap/loss"] if "test/acc" in m else \
-        ["test/rmse", "test/nll", "gap/loss"]
+        print(
+            f"warning: the loss became non-finite at epoch {record['diverged_at']['epoch']}; "
+            "recorded as status=diverged",
+            file=sys.stderr,
+        )
+    fields = (
+        ["test/acc", "test/ece", "gap/acc", "gap/loss"]
+        if "test/acc" in m
+        else ["test/rmse", "test/nll", "gap/loss"]
+    )
     print("  ".join(f"{k}={m[k]:.4f}" if m.get(k) is not None else f"{k}=nan" for k in fields))
 
 

@@ -51,8 +51,10 @@ def main() -> None:
         dm.setup("fit")
         results[in_memory] = epoch_seconds(dm, args.epochs)
     base, fast = results[False], results[True]
-    print(f"{args.dataset}: DataLoader {base * 1e3:.1f} ms/epoch, in-memory {fast * 1e3:.1f} "
-          f"ms/epoch, speed-up ×{base / fast:.1f}")
+    print(
+        f"{args.dataset}: DataLoader {base * 1e3:.1f} ms/epoch, in-memory {fast * 1e3:.1f} "
+        f"ms/epoch, speed-up ×{base / fast:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -43,11 +43,16 @@ def cfg_factory(tmp_path: Path):
     return factory
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
-            timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
     """``bench-train`` in a subprocess, exactly as a user runs it."""
     full_env = {**os.environ, "WANDB_SILENT": "true", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "bench.train", *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

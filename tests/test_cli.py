@@ -14,9 +14,16 @@ SECRET = "sk-test-9f8e7d6c5b4a"
 
 def test_default_run_end_to_end_offline(tmp_path: Path):
     """The README's main job: digits + MLP, csv + wandb offline, prints where results are."""
-    env = {"BENCH_OUTPUT_DIR": str(tmp_path / "out"), "WANDB_API_KEY": SECRET,
-           "MY_SERVICE_TOKEN": SECRET + "-tok", "WANDB_MODE": "", "HTTPS_PROXY": "http://127.0.0.1:9"}
-    proc = run_cli("trainer.max_epochs=2", "trainer.enable_progress_bar=false", cwd=tmp_path, env=env)
+    env = {
+        "BENCH_OUTPUT_DIR": str(tmp_path / "out"),
+        "WANDB_API_KEY": SECRET,
+        "MY_SERVICE_TOKEN": SECRET + "-tok",
+        "WANDB_MODE": "",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+    }
+    proc = run_cli(
+        "trainer.max_epochs=2", "trainer.enable_progress_bar=false", cwd=tmp_path, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = list((tmp_path / "out" / "runs").glob("*/*/results.json"))
     assert len(results) == 1
@@ -37,8 +44,12 @@ def test_default_run_end_to_end_offline(tmp_path: Path):
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path):
-    proc = run_cli("trainer.max_epochs=-1", "logger=none", cwd=tmp_path,
-                   env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")})
+    proc = run_cli(
+        "trainer.max_epochs=-1",
+        "logger=none",
+        cwd=tmp_path,
+        env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")},
+    )
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines == ["error: trainer.max_epochs must be an integer >= 1, got -1"]
@@ -47,8 +58,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path):
 
 def test_missing_torchvision_dataset_is_one_line(tmp_path: Path):
     missing = tmp_path / "nowhere"
-    proc = run_cli("dataset=mnist", f"dataset.data_dir={missing}", "logger=none", cwd=tmp_path,
-                   env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")}, timeout=120)
+    proc = run_cli(
+        "dataset=mnist",
+        f"dataset.data_dir={missing}",
+        "logger=none",
+        cwd=tmp_path,
+        env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")},
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ")
@@ -64,18 +81,31 @@ def test_unknown_option_is_hydras_error(tmp_path: Path):
 
 @pytest.mark.slow
 def test_multirun_sweep_writes_one_record_per_job(tmp_path: Path):
-    proc = run_cli("--multirun", "seed=0,1", "trainer.max_epochs=1", "logger=none",
-                   "trainer.enable_progress_bar=false", cwd=tmp_path,
-                   env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")})
+    proc = run_cli(
+        "--multirun",
+        "seed=0,1",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        cwd=tmp_path,
+        env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = sorted((tmp_path / "out" / "multiruns").glob("*/*/*/results.json"))
     assert [json.loads(p.read_text())["seed"] for p in records] == [0, 1]
 
 
 def test_diverged_run_exits_zero_with_one_warning(tmp_path: Path):
-    proc = run_cli("dataset=diabetes", "model=linear", "optimizer=sgd", "optimizer.lr=1e6",
-                   "logger=none", "trainer.enable_progress_bar=false", cwd=tmp_path,
-                   env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")})
+    proc = run_cli(
+        "dataset=diabetes",
+        "model=linear",
+        "optimizer=sgd",
+        "optimizer.lr=1e6",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        cwd=tmp_path,
+        env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: ")]
     assert len(warnings) == 1 and "diverged" in warnings[0]

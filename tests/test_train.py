@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +15,17 @@ from bench.module import BenchModule
 from bench.train import run
 
 CLASSIFICATION_KEYS = {
-    "train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc", "test/nll",
-    "test/ece", "test/brier", "gap/loss", "gap/acc",
+    "train/loss",
+    "train/acc",
+    "val/loss",
+    "val/acc",
+    "test/loss",
+    "test/acc",
+    "test/nll",
+    "test/ece",
+    "test/brier",
+    "gap/loss",
+    "gap/acc",
 }
 REGRESSION_KEYS = {"train/loss", "val/loss", "test/loss", "gap/loss", "test/rmse", "test/nll"}
 
@@ -30,7 +38,9 @@ def ece_reference(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> floa
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         inside = (conf > lo) & (conf <= hi)
         if inside.any():
-            total += inside.mean() * abs((pred[inside] == labels[inside]).mean() - conf[inside].mean())
+            total += inside.mean() * abs(
+                (pred[inside] == labels[inside]).mean() - conf[inside].mean()
+            )
     return total
 
 
@@ -71,8 +81,9 @@ def test_test_metrics_match_their_definitions(digits_run):
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     m = record["metrics"]
     assert m["test/acc"] == pytest.approx((probs.argmax(1) == labels).mean())
-    assert m["test/nll"] == pytest.approx(-np.log(probs[np.arange(len(labels)), labels]).mean(),
-                                          rel=1e-4)
+    assert m["test/nll"] == pytest.approx(
+        -np.log(probs[np.arange(len(labels)), labels]).mean(), rel=1e-4
+    )
     onehot = np.eye(10)[labels]
     assert m["test/brier"] == pytest.approx(((probs - onehot) ** 2).sum(1).mean(), rel=1e-4)
     assert m["test/ece"] == pytest.approx(ece_reference(probs, labels), abs=1e-4)
@@ -119,8 +130,15 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path, cfg_factory):
 def test_regression_metrics_are_in_original_units(tmp_path, cfg_factory):
     from sklearn.datasets import load_diabetes
 
-    record = run(cfg_factory("dataset=diabetes", "model=linear", "trainer.max_epochs=20",
-                             "optimizer.lr=0.05", run_dir=tmp_path))
+    record = run(
+        cfg_factory(
+            "dataset=diabetes",
+            "model=linear",
+            "trainer.max_epochs=20",
+            "optimizer.lr=0.05",
+            run_dir=tmp_path,
+        )
+    )
     assert set(record["metrics"]) == REGRESSION_KEYS
     with np.load(tmp_path / "predictions.npz", allow_pickle=False) as f:
         mean, var, targets = f["mean"], f["var"], f["targets"]
@@ -137,8 +155,15 @@ def test_regression_metrics_are_in_original_units(tmp_path, cfg_factory):
 
 
 def test_heteroscedastic_head_predicts_a_variance_per_point(tmp_path, cfg_factory):
-    record = run(cfg_factory("dataset=synthetic_regression", "dataset.heteroscedastic=true",
-                             "heteroscedastic=true", "trainer.max_epochs=5", run_dir=tmp_path))
+    record = run(
+        cfg_factory(
+            "dataset=synthetic_regression",
+            "dataset.heteroscedastic=true",
+            "heteroscedastic=true",
+            "trainer.max_epochs=5",
+            run_dir=tmp_path,
+        )
+    )
     with np.load(tmp_path / "predictions.npz", allow_pickle=False) as f:
         mean, var = f["mean"], f["var"]
     assert var.shape == mean.shape and var.ndim == 1
@@ -147,8 +172,15 @@ def test_heteroscedastic_head_predicts_a_variance_per_point(tmp_path, cfg_factor
 
 
 def test_diverged_run_is_a_result(tmp_path, cfg_factory):
-    record = run(cfg_factory("dataset=diabetes", "model=linear", "optimizer=sgd",
-                             "optimizer.lr=1e6", run_dir=tmp_path))
+    record = run(
+        cfg_factory(
+            "dataset=diabetes",
+            "model=linear",
+            "optimizer=sgd",
+            "optimizer.lr=1e6",
+            run_dir=tmp_path,
+        )
+    )
     assert record["status"] == "diverged"
     # Stopped in the epoch where the loss went non-finite (1-based), not at max_epochs=3.
     assert record["diverged_at"]["epoch"] == record["epochs"] + 1 <= 3
@@ -186,7 +218,9 @@ def test_failed_run_is_recorded(tmp_path, cfg_factory):
         ("regularizer=[l2]", "regularizer.l2.strength"),
     ],
 )
-def test_bad_values_fail_before_any_data_is_loaded(tmp_path, cfg_factory, monkeypatch, override, key):
+def test_bad_values_fail_before_any_data_is_loaded(
+    tmp_path, cfg_factory, monkeypatch, override, key
+):
     from bench.data.digits import DigitsDataModule
 
     def no_loading(self):
@@ -213,8 +247,15 @@ def test_regularizers_compose_from_a_list(cfg_factory):
 
 
 def test_l2_penalty_is_logged_apart_from_the_data_loss(tmp_path, cfg_factory):
-    record = run(cfg_factory("regularizer=[l2]", "regularizer.l2.strength=1e-2", "logger=csv",
-                             "trainer.max_epochs=2", run_dir=tmp_path))
+    record = run(
+        cfg_factory(
+            "regularizer=[l2]",
+            "regularizer.l2.strength=1e-2",
+            "logger=csv",
+            "trainer.max_epochs=2",
+            run_dir=tmp_path,
+        )
+    )
     assert record["regularizers"] == ["l2"]
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"penalty/l2", "fit/data_loss", "fit/loss"} <= set(header)

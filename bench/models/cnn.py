@@ -26,7 +26,9 @@ class CNN(nn.Sequential):
         activation: str = "relu",
     ) -> None:
         if len(input_shape) != 3:
-            raise ConfigError(f"model=cnn needs image inputs (C, H, W), got shape {tuple(input_shape)}")
+            raise ConfigError(
+                f"model=cnn needs image inputs (C, H, W), got shape {tuple(input_shape)}"
+            )
         c, h, w = (int(s) for s in input_shape)
         if min(h, w) < 2 ** len(channels):
             raise ConfigError(
@@ -44,8 +46,12 @@ class CNN(nn.Sequential):
             )
             c, h, w = int(out_c), h // 2, w // 2
         blocks.append(
-            nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), make_activation(activation),
-                          DropoutSlot("dense"))
+            nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(c * h * w, hidden),
+                make_activation(activation),
+                DropoutSlot("dense"),
+            )
         )
         blocks.append(nn.Linear(hidden, num_outputs))
         super().__init__(*blocks)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from bench.errors import ConfigError
-from bench.models.blocks import DropoutSlot, make_activation, flat_dim
+from bench.models.blocks import DropoutSlot, flat_dim, make_activation
 
 
 class MLP(nn.Sequential):
@@ -21,13 +21,16 @@ class MLP(nn.Sequential):
         activation: str = "relu",
     ) -> None:
         if not widths or any(int(w) < 1 for w in widths):
-            raise ConfigError(f"model.widths must be a non-empty list of positive ints, got {widths}")
+            raise ConfigError(
+                f"model.widths must be a non-empty list of positive ints, got {widths}"
+            )
         blocks: list[nn.Module] = [nn.Sequential(nn.Flatten(), DropoutSlot("input"))]
         fan_in = flat_dim(tuple(input_shape))
         for width in widths:
             blocks.append(
-                nn.Sequential(nn.Linear(fan_in, int(width)), make_activation(activation),
-                              DropoutSlot("dense"))
+                nn.Sequential(
+                    nn.Linear(fan_in, int(width)), make_activation(activation), DropoutSlot("dense")
+                )
             )
             fan_in = int(width)
         blocks.append(nn.Linear(fan_in, num_outputs))

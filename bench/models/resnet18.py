@@ -23,8 +23,9 @@ class ResNet18(nn.Sequential):
                 f"model=resnet18 needs image inputs (C, H, W), got shape {tuple(input_shape)}"
             )
         net = resnet18(weights=None, num_classes=num_outputs)
-        net.conv1 = nn.Conv2d(int(input_shape[0]), 64, kernel_size=3, stride=1, padding=1,
-                              bias=False)
+        net.conv1 = nn.Conv2d(
+            int(input_shape[0]), 64, kernel_size=3, stride=1, padding=1, bias=False
+        )
         super().__init__(
             nn.Sequential(DropoutSlot("input"), net.conv1, net.bn1, net.relu),
             nn.Sequential(net.layer1, DropoutSlot("conv")),

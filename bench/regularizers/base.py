@@ -9,6 +9,8 @@ one yaml in ``conf/regularizer/``:
 - ``configure_model(model)``    change the network (dropout swaps ``DropoutSlot``s for layers);
 - ``transform_batch(x, y)``     training batches only (augmentation, mixup, label smoothing);
 - ``penalty(model)``            a term added to the data loss (L2); logged separately;
+- ``before_step(model, opt)``   runs after backward, right before each optimizer step, at the
+  weights the gradient was computed at (decoupled weight decay remembers them here);
 - ``after_step(model, opt)``    runs right after each real optimizer step (proximal L1, decoupled
   weight decay, max-norm); skipped steps (accumulation, AMP overflow) do not call it;
 - ``callbacks()``               Lightning callbacks (early stopping);
@@ -18,6 +20,8 @@ one yaml in ``conf/regularizer/``:
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,6 +76,9 @@ class Regularizer:
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         return None
 
+    def before_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Called under ``torch.no_grad()`` after backward, before ``optimizer.step()``."""
+
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Called under ``torch.no_grad()`` right after ``optimizer.step()`` ran."""
 
@@ -88,6 +95,17 @@ class Regularizer:
     def key(self, field: str) -> str:
         """Full config key of one of this regularizer's fields, for error messages."""
         return f"regularizer.{self.name}.{field}"
+
+    def check_nonnegative(self, field: str, value: Any) -> float:
+        """A finite number >= 0 (a strength), or a one-line ConfigError naming the full key."""
+        if not (
+            isinstance(value, numbers.Real)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value >= 0
+        ):
+            raise ConfigError(f"{self.key(field)} must be a finite number >= 0, got {value!r}")
+        return float(value)
 
     def check_scope(self, scope: str) -> str:
         if scope not in PARAM_SCOPES:

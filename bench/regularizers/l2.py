@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.errors import ConfigError
 from bench.regularizers.base import Regularizer, regularized_parameters
 
 
@@ -18,9 +17,7 @@ class L2(Regularizer):
     name = "l2"
 
     def __init__(self, strength: float = 1e-4, params: str = "weights") -> None:
-        if not strength >= 0:
-            raise ConfigError(f"{self.key('strength')} must be >= 0, got {strength}")
-        self.strength = float(strength)
+        self.strength = self.check_nonnegative("strength", strength)  # also refuses inf, NaN, text
         self.params = self.check_scope(params)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:

@@ -1,0 +1,111 @@
+"""Dropout (Srivastava et al., 2014), inverted: in training each unit is kept with probability
+1 − p and scaled by 1/(1 − p), so E[h̃] = h and evaluation needs no rescaling (identity).
+
+The models mark where dropout may go with ``DropoutSlot`` placeholders; this regularizer swaps
+them for torch's own ``nn.Dropout`` (input and dense slots, unit-wise) and ``nn.Dropout2d``
+(conv slots: whole feature maps — neighbouring pixels of one map are strongly correlated, so
+unit-wise masks on them barely regularize; Tompson et al., 2015). There is never a slot after
+the output layer, so the predictions themselves are never masked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from bench.errors import ConfigError
+from bench.models.blocks import DropoutSlot
+from bench.regularizers.base import Regularizer
+
+
+class Dropout(Regularizer):
+    name = "dropout"
+
+    def __init__(self, p_input: float = 0.0, p_dense: float = 0.5, p_conv: float = 0.1) -> None:
+        self.rates = {
+            "input": self._rate("p_input", p_input),
+            "dense": self._rate("p_dense", p_dense),
+            "conv": self._rate("p_conv", p_conv),
+        }
+        self.counters = {kind: DropCounter() for kind in self.rates}
+
+    def _rate(self, field: str, value: Any) -> float:
+        try:
+            p = float(value)
+        except (TypeError, ValueError):
+            p = float("nan")
+        if isinstance(value, bool) or not 0.0 <= p < 1.0:
+            raise ConfigError(f"{self.key(field)} must be a number in [0, 1), got {value!r}")
+        return p
+
+    def setup(self, datamodule: L.LightningDataModule, model: nn.Module) -> None:
+        if not any(isinstance(m, DropoutSlot) for m in model.modules()):
+            raise ConfigError(
+                f"regularizer {self.name} does not apply to model={type(model).__name__.lower()}: "
+                "it has no dropout positions"
+            )
+
+    def layer(self, kind: str) -> nn.Module | None:
+        """The dropout layer for a slot of ``kind``, or None (slot stays identity) when p = 0."""
+        p = self.rates[kind]
+        if p == 0.0:
+            return None
+        return nn.Dropout2d(p) if kind == "conv" else nn.Dropout(p)
+
+    def configure_model(self, model: nn.Sequential) -> nn.Sequential:
+        slots = [(name, m) for name, m in model.named_modules() if isinstance(m, DropoutSlot)]
+        for name, slot in slots:
+            layer = self.layer(slot.kind)
+            if layer is None:
+                continue
+            layer.register_forward_hook(self.counters[slot.kind])
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, layer)
+        return model
+
+    def log_values(self, model: nn.Module) -> dict[str, float]:
+        """Realized fraction of (non-zero) units dropped per slot kind during the last epoch."""
+        values = {
+            f"drop_rate/{kind}": counter.rate()
+            for kind, counter in self.counters.items()
+            if counter.has_counts()
+        }
+        for counter in self.counters.values():
+            counter.reset()
+        return values
+
+
+class DropCounter:
+    """Forward hook counting the units a dropout layer zeroed, to log the realized drop rate.
+
+    A unit that was already 0 (after a ReLU) cannot be seen to be dropped, so it counts among
+    the non-zero inputs only; the mask is drawn independently of them, so the fraction still
+    estimates p. Counts stay tensors on the layer's device: counting never forces a GPU sync.
+    (A class, not a closure, so that a model carrying the hook can still be pickled.)
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.seen: torch.Tensor | int = 0
+        self.dropped: torch.Tensor | int = 0
+
+    def __call__(
+        self, layer: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor
+    ) -> None:
+        if not layer.training:
+            return
+        with torch.no_grad():
+            live = inputs[0] != 0
+            self.seen = self.seen + live.sum()
+            self.dropped = self.dropped + (live & (out == 0)).sum()
+
+    def has_counts(self) -> bool:
+        return float(self.seen) > 0
+
+    def rate(self) -> float:
+        return float(self.dropped) / float(self.seen)
