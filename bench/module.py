@@ -95,6 +95,12 @@ class BenchModule(L.LightningModule):
             self.log(f"penalty/{name}", value, on_step=False, on_epoch=True, batch_size=n)
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        # The learning rate this epoch trains with (schedulers step once per epoch).
+        if self._trainer is not None and self.trainer.optimizers:
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            self.log("fit/lr", float(lr), on_step=False, on_epoch=True)
+
     def on_train_epoch_end(self) -> None:
         for reg in self.regularizers:
             for key, value in reg.log_values(self.model).items():

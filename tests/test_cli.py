@@ -81,18 +81,20 @@ def test_unknown_option_is_hydras_error(tmp_path: Path):
 
 @pytest.mark.slow
 def test_multirun_sweep_writes_one_record_per_job(tmp_path: Path):
+    """A sweep over regularizer lists, in one process: each job gets its own record and wandb run."""
     proc = run_cli(
         "--multirun",
-        "seed=0,1",
+        "regularizer=[],[l2]",
         "trainer.max_epochs=1",
-        "logger=none",
         "trainer.enable_progress_bar=false",
         cwd=tmp_path,
         env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = sorted((tmp_path / "out" / "multiruns").glob("*/*/*/results.json"))
-    assert [json.loads(p.read_text())["seed"] for p in records] == [0, 1]
+    assert [json.loads(p.read_text())["regularizers"] for p in records] == [[], ["l2"]]
+    for record in records:  # the previous job's wandb run was finished, not reused
+        assert len(list((record.parent / "wandb").glob("offline-run-*"))) == 1
 
 
 def test_diverged_run_exits_zero_with_one_warning(tmp_path: Path):

@@ -276,3 +276,13 @@ def test_slurm_launcher_config_composes():
         cfg = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_cosine_schedule_decays_the_logged_learning_rate(tmp_path, cfg_factory):
+    run(cfg_factory("scheduler=cosine", "trainer.max_epochs=4", "logger=csv", run_dir=tmp_path))
+    rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    col = rows[0].split(",").index("fit/lr")
+    lrs = [float(r.split(",")[col]) for r in rows[1:] if r.split(",")[col]]
+    # CosineAnnealingLR(T_max=4) from 1e-3: lr_t = 1e-3·(1 + cos(πt/4))/2 at epochs t = 0..3.
+    expected = [1e-3 * (1 + math.cos(math.pi * t / 4)) / 2 for t in range(4)]
+    assert lrs == pytest.approx(expected, rel=1e-6)

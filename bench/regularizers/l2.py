@@ -17,7 +17,9 @@ class L2(Regularizer):
     name = "l2"
 
     def __init__(self, strength: float = 1e-4, params: str = "weights") -> None:
-        self.strength = self.check_nonnegative("strength", strength)  # refuses negatives, inf, NaN, text
+        self.strength = self.check_nonnegative(
+            "strength", strength
+        )  # refuses negatives, inf, NaN, text
         self.params = self.check_scope(params)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
