@@ -81,7 +81,7 @@ def test_unknown_option_is_hydras_error(tmp_path: Path):
 
 @pytest.mark.slow
 def test_multirun_sweep_writes_one_record_per_job(tmp_path: Path):
-    """A sweep over regularizer lists, in one process: each job gets its own record and wandb run."""
+    """A sweep over regularizer lists in one process: one record and one wandb run per job."""
     proc = run_cli(
         "--multirun",
         "regularizer=[],[l2]",
