@@ -34,7 +34,17 @@ from bench.regularizers.l2 import L2
 from bench.regularizers.max_norm import MaxNorm
 from bench.regularizers.weight_decay import WeightDecay
 from bench.train import build_regularizers, run
-from tests.theory import coef, fit, kkt_margin, linear_module, lipschitz, ridge, sgd, training_data
+from tests.theory import (
+    centred,
+    coef,
+    fit,
+    kkt_margin,
+    linear_module,
+    lipschitz,
+    ridge,
+    sgd,
+    training_data,
+)
 
 NAMES = {
     "l1": L1,
@@ -503,3 +513,25 @@ def test_l1_from_the_command_line_reports_exact_zeros(tmp_path, cfg_factory):
     assert record["sparsity"] == pytest.approx(zeros)
     assert 0 < record["sparsity"] < 1
     assert ckpt["state_dict"]["model.1.bias"] != 0  # the bias is not regularized
+
+
+def test_the_command_line_path_reproduces_the_lasso(tmp_path, cfg_factory):
+    """The README's reproduction command, through Hydra + Lightning at trainer.precision=64-true:
+    full-batch plain SGD with lr 1/L for 1000 epochs lands on scikit-learn's Lasso(alpha=λ/2)."""
+    lam = 0.1
+    dm = DiabetesDataModule(batch_size=None)
+    x, y = training_data(dm)
+    cfg = cfg_factory(
+        "dataset=diabetes", "model=linear", "regularizer=[l1]", f"regularizer.l1.strength={lam}",
+        "dataset.batch_size=null", "optimizer=sgd", f"optimizer.lr={1 / lipschitz(x)}",
+        "trainer.precision=64-true", "trainer.max_epochs=1000", run_dir=tmp_path,
+    )  # fmt: skip
+    record = run(cfg)
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    w = state["model.1.weight"].numpy().ravel()
+    reference = Lasso(alpha=lam / 2, fit_intercept=True, tol=1e-12, max_iter=10**6).fit(
+        *centred(x, y)
+    )
+    np.testing.assert_allclose(w, reference.coef_, atol=1e-5)
+    np.testing.assert_array_equal(w == 0, reference.coef_ == 0)
+    assert record["sparsity"] == pytest.approx((reference.coef_ == 0).mean())
