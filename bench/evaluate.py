@@ -57,11 +57,7 @@ def predictive(
 
 def evaluate(module: BenchModule, datamodule) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Metrics for train/val/test and the gap, plus test-set predictions for predictions.npz."""
-    loaders = {
-        "train": datamodule.train_eval_dataloader(),
-        "val": datamodule.val_dataloader(),
-        "test": datamodule.test_dataloader(),
-    }
+    loaders = {split: datamodule.eval_dataloader(split) for split in ("train", "val", "test")}
     mean, std = float(datamodule.target_mean), float(datamodule.target_std)
     metrics: dict[str, float] = {}
     train_mse = None

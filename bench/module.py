@@ -83,37 +83,47 @@ class BenchModule(L.LightningModule):
             reg.name: p for reg in self.regularizers if (p := reg.penalty(self.model)) is not None
         }
         loss = data_loss + sum(penalties.values())
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if self._trainer is not None and self.trainer.world_size > 1:  # all ranks stop together
+            finite = not self.trainer.strategy.reduce_boolean_decision(not finite, all=False)
+        if not finite:
             # A result, not a crash: skip this step, stop, and let the caller record "diverged".
             self.diverged_at = (self.current_epoch, self.global_step)
             self.trainer.should_stop = True
             return None
-        n = x.shape[0]
-        self.log("fit/data_loss", data_loss, on_step=False, on_epoch=True, batch_size=n)
-        self.log("fit/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        # Epoch averages, weighted by batch size and averaged over DDP ranks (one sync per epoch).
+        epoch = dict(on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+        self.log("fit/data_loss", data_loss, **epoch)
+        self.log("fit/loss", loss, prog_bar=True, **epoch)
         for name, value in penalties.items():
-            self.log(f"penalty/{name}", value, on_step=False, on_epoch=True, batch_size=n)
+            self.log(f"penalty/{name}", value, **epoch)
         return loss
+
+    def on_train_start(self) -> None:
+        # Every DDP rank was seeded alike; give each its own stream for dropout masks and batch
+        # transforms (the batch order stays shared and is sharded by the loader).
+        if self.trainer.world_size > 1:
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
 
     def on_train_epoch_start(self) -> None:
         # The learning rate this epoch trains with (schedulers step once per epoch).
         if self._trainer is not None and self.trainer.optimizers:
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            self.log("fit/lr", float(lr), on_step=False, on_epoch=True)
+            self.log("fit/lr", float(lr), on_step=False, on_epoch=True, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
         for reg in self.regularizers:
             for key, value in reg.log_values(self.model).items():
-                self.log(f"{reg.name}/{key}", value)
+                self.log(f"{reg.name}/{key}", value, sync_dist=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         out = self(x)
-        n = x.shape[0]
-        self.log("val/loss", self.hard_label_loss(out, y), prog_bar=True, batch_size=n)
+        epoch = dict(on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+        self.log("val/loss", self.hard_label_loss(out, y), prog_bar=True, **epoch)
         if self.task == "classification":
             acc = (out.argmax(dim=-1) == y).float().mean()
-            self.log("val/acc", acc, prog_bar=True, batch_size=n)
+            self.log("val/acc", acc, prog_bar=True, **epoch)
 
     # optimization -------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from bench.errors import ConfigError
@@ -76,7 +77,7 @@ def config_record(cfg: DictConfig) -> dict[str, Any]:
     return scrub(OmegaConf.to_container(cfg, resolve=True))
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     """Train and evaluate one configuration; write results.json and friends into ``run_dir``."""
     started = time.time()
     validate_config(cfg)
@@ -116,6 +117,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     loggers = build_loggers(cfg)
     trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     trainer.fit(module, datamodule=datamodule)
+    if not trainer.is_global_zero:
+        return None  # under DDP, rank 0 alone evaluates the whole splits and writes the record
 
     status = "completed" if module.diverged_at is None else "diverged"
     epochs = trainer.current_epoch if module.diverged_at is None else module.diverged_at[0]
@@ -150,7 +153,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return record
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any] | None:
     """``train`` plus the failure record: a crash is written down, never a completed one lost."""
     run_dir = Path(cfg.paths.run_dir)
     started = time.time()
@@ -159,6 +162,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except ConfigError:
         raise  # bad input: nothing was done, nothing is written
     except Exception as exc:
+        if rank_zero_only.rank != 0:
+            raise  # rank 0 records the failure
         path = run_dir / RESULTS_FILE
         if (read_results(path) or {}).get("status") == "completed":
             path = run_dir / "results.failed.json"
@@ -207,6 +212,8 @@ def main(cfg: DictConfig) -> float | None:
             raise  # the sweep goes on; Hydra reports the failed job at the end
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if record is None:  # a DDP worker process; rank 0 reports
+        return None
     report(record, run_dir)
     value = record["metrics"].get(cfg.get("optimized_metric") or "")
     return float(value) if value is not None else None

@@ -111,3 +111,31 @@ def test_diverged_run_exits_zero_with_one_warning(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: ")]
     assert len(warnings) == 1 and "diverged" in warnings[0]
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_writes_one_record_over_whole_splits(tmp_path: Path):
+    """Two gloo processes: training is sharded, the final evaluation and the record are not."""
+    import numpy as np
+
+    from bench.data.digits import DigitsDataModule
+
+    proc = run_cli(
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=2",
+        "regularizer=[dropout]",
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        cwd=tmp_path,
+        env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("results: ") == 1  # rank 0 reports, the worker does not
+    (results,) = (tmp_path / "out" / "runs").glob("*/*/results.json")
+    record = json.loads(results.read_text())
+    with np.load(results.parent / "predictions.npz", allow_pickle=False) as f:
+        probs, labels = f["probs"], f["labels"]
+    assert len(labels) == DigitsDataModule().split_sizes()["test"]  # not a per-rank shard
+    assert record["metrics"]["test/acc"] == pytest.approx((probs.argmax(1) == labels).mean())

@@ -402,10 +402,19 @@ class ArrayDataModule(L.LightningDataModule):
 
     def train_eval_dataloader(self) -> TensorBatches | DataLoader:
         """The whole training split in order, for measuring the empirical risk in eval mode."""
-        return self._loader("train", self.eval_batch_size)
+        return self.eval_dataloader("train")
+
+    def eval_dataloader(self, split: str) -> TensorBatches | DataLoader:
+        """The whole of ``split`` in order, never sharded across ranks: the final evaluation
+        runs on one process and must see every sample (val/test loaders shard under DDP)."""
+        return self._loader(split, self.eval_batch_size, shard=False)
 
     def _loader(
-        self, split: str, batch_size: int | None, generator: torch.Generator | None = None
+        self,
+        split: str,
+        batch_size: int | None,
+        generator: torch.Generator | None = None,
+        shard: bool = True,
     ) -> TensorBatches | DataLoader:
         if not self.is_loaded:
             raise RuntimeError(f"{self.name}: call setup() before asking for a dataloader")
@@ -420,7 +429,10 @@ class ArrayDataModule(L.LightningDataModule):
                 persistent_workers=self.num_workers > 0,
             )
         trainer = self.trainer
-        rank, world_size = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+        if trainer is None or not shard:
+            rank, world_size = 0, 1
+        else:
+            rank, world_size = trainer.global_rank, trainer.world_size
         return TensorBatches(
             x, y, batch_size, generator, rank=rank, world_size=world_size, pad=generator is not None
         )
