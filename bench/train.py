@@ -17,7 +17,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -153,6 +153,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     return record
 
 
+def _target_name(node: DictConfig) -> str | None:
+    """The name a completed record would carry (``digits``, ``mlp``), without building anything."""
+    cls = get_class(node._target_)
+    name = getattr(cls, "name", "")
+    return name if isinstance(name, str) and name else cls.__name__.lower()
+
+
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     """``train`` plus the failure record: a crash is written down, never a completed one lost."""
     run_dir = Path(cfg.paths.run_dir)
@@ -172,8 +179,13 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
             {
                 "status": "failed",
                 "error": scrub(f"{type(exc).__name__}: {exc}"),
+                "dataset": _target_name(cfg.dataset),
+                "model": _target_name(cfg.model),
                 "regularizers": list((cfg.get("regularizer") or {}).keys()),
                 "seed": cfg.get("seed"),
+                "epochs": None,
+                "best_epoch": None,
+                "metrics": {},
                 "wall_time_s": round(time.time() - started, 3),
                 "versions": versions(),
                 "config": config_record(cfg),

@@ -200,7 +200,11 @@ def test_failed_run_never_overwrites_a_completed_record(tmp_path, cfg_factory):
 def test_failed_run_is_recorded(tmp_path, cfg_factory):
     with pytest.raises(Exception, match="precision"):
         run(cfg_factory("trainer.precision=bogus", run_dir=tmp_path))
-    assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
+    failed = json.loads((tmp_path / "results.json").read_text())
+    assert failed["status"] == "failed" and "precision" in failed["error"]
+    # The same schema as a completed record, so leaderboards can list failures.
+    assert failed["dataset"] == "digits" and failed["model"] == "mlp"
+    assert failed["regularizers"] == [] and failed["metrics"] == {} and failed["epochs"] is None
 
 
 @pytest.mark.parametrize(
