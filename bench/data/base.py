@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ class TensorBatches:
             yield self.x[idx], self.y[idx]
 
 
-class ArrayDataModule(L.LightningDataModule):
+class ArrayDataModule(L.LightningDataModule, ABC):
     """Base of every dataset: split, standardize and batch arrays returned by ``load_arrays``.
 
     Subclasses set the class attributes below (everything about a dataset that is known without
@@ -147,6 +148,7 @@ class ArrayDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ what subclasses provide
 
+    @abstractmethod
     def load_arrays(
         self,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -154,7 +156,6 @@ class ArrayDataModule(L.LightningDataModule):
 
         Images are ``(N, C, H, W)`` (uint8 or float), labels int64, regression targets float.
         """
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ validation (no loading)
 

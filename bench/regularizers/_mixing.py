@@ -12,6 +12,8 @@ ops on the batch's device; the cutmix box rounding is torchvision's.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -46,7 +48,7 @@ def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-class PairMixing(Regularizer):
+class PairMixing(Regularizer, ABC):
     """Mix each training sample with a random partner ``x[perm]``; labels follow the weight.
 
     ``per_sample=false`` draws one λ ~ Beta(α, α) per batch (Zhang et al. 2018, Yun et al. 2019);
@@ -80,11 +82,11 @@ class PairMixing(Regularizer):
         lam = Beta(a, a, validate_args=False).sample((n,) if self.per_sample else (1,))
         return lam.expand(n)
 
+    @abstractmethod
     def mix(
         self, x: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Combine ``x`` with ``partner``; return the inputs and the weight of ``x`` per sample."""
-        raise NotImplementedError
 
     def transform_batch(
         self, x: torch.Tensor, y: torch.Tensor
