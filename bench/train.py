@@ -77,20 +77,17 @@ def config_record(cfg: DictConfig) -> dict[str, Any]:
     return scrub(OmegaConf.to_container(cfg, resolve=True))
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
-    """Train and evaluate one configuration; write results.json and friends into ``run_dir``."""
-    started = time.time()
+def assemble(cfg: DictConfig) -> tuple[L.LightningDataModule, BenchModule, L.Trainer]:
+    """Validate and build everything; every bad value or combination fails before data loads."""
     validate_config(cfg)
-    config = config_record(cfg)
     datamodule = build(cfg.dataset, "dataset")
     regularizers = build_regularizers(cfg)
     if cfg.heteroscedastic and datamodule.task != "regression":
         raise ConfigError(f"heteroscedastic=true needs a regression dataset, not {datamodule.name}")
-    if hasattr(datamodule, "check_files"):
-        datamodule.check_files()  # a missing dataset is one clear line, before any work
+    datamodule.check_files()  # a missing dataset is one clear line, before any work
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    # Shapes are known without reading the data, so every combination error comes before loading.
+    # Shapes are known without reading the data, so combination errors also come before loading.
     num_outputs = datamodule.num_outputs * (2 if cfg.heteroscedastic else 1)
     model = build(
         cfg.model, "model", input_shape=tuple(datamodule.input_shape), num_outputs=num_outputs
@@ -106,7 +103,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         regularizers=regularizers,
         heteroscedastic=bool(cfg.heteroscedastic),
         target_std=float(datamodule.target_std),
-        hparams=config,
+        hparams=config_record(cfg),
     )
     callbacks = [
         build(node, f"callbacks.{name}")
@@ -115,34 +112,42 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     ]
     callbacks += [cb for reg in regularizers for cb in reg.callbacks()]
     loggers = build_loggers(cfg)
-    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    return datamodule, module, trainer
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """Train and evaluate one configuration; write results.json and friends into ``run_dir``."""
+    started = time.time()
+    datamodule, module, trainer = assemble(cfg)
     trainer.fit(module, datamodule=datamodule)
     if not trainer.is_global_zero:
         return None  # under DDP, rank 0 alone evaluates the whole splits and writes the record
 
-    status = "completed" if module.diverged_at is None else "diverged"
-    epochs = trainer.current_epoch if module.diverged_at is None else module.diverged_at[0]
+    diverged = module.diverged_at is not None
+    epochs = module.diverged_at[0] if diverged else trainer.current_epoch
     # Every run reports sparsity (weights with ndim >= 2) so leaderboards compare like with like;
-    # a regularizer's summary may refine it (l1 with params=all counts biases too).
+    # a regularizer's summary may refine it (l1 with params=all counts biases too) and early
+    # stopping replaces best_epoch by the epoch whose weights it restored.
     extras: dict[str, Any] = {"best_epoch": epochs, "sparsity": sparsity(module.model)}
-    for reg in regularizers:
-        extras.update(reg.summary(module.model))  # early stopping overrides best_epoch
+    for reg in module.regularizers:
+        extras.update(reg.summary(module.model))
     metrics, predictions = evaluate(module, datamodule)
     write_npz_atomic(run_dir / "predictions.npz", predictions)
     record = {
-        "status": status,
+        "status": "diverged" if diverged else "completed",
         "dataset": datamodule.name,
-        "model": type(model).__name__.lower(),  # class names match conf/model/<name>.yaml
-        "regularizers": [reg.name for reg in regularizers],
+        "model": type(module.model).__name__.lower(),  # class names match conf/model/<name>.yaml
+        "regularizers": [reg.name for reg in module.regularizers],
         "seed": int(cfg.seed),
         "epochs": int(epochs),
         **extras,
         "metrics": metrics,
         "wall_time_s": round(time.time() - started, 3),
         "versions": versions(),
-        "config": config,
+        "config": dict(module.hparams),
     }
-    if module.diverged_at is not None:
+    if diverged:
         record["diverged_at"] = {"epoch": module.diverged_at[0] + 1, "step": module.diverged_at[1]}
     write_json_atomic(run_dir / RESULTS_FILE, record)
     for lg in trainer.loggers:

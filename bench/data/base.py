@@ -148,6 +148,9 @@ class ArrayDataModule(L.LightningDataModule, ABC):
 
     # ------------------------------------------------------------------ what subclasses provide
 
+    def check_files(self) -> None:
+        """Fail fast if the data files are missing; bundled datasets have none to check."""
+
     @abstractmethod
     def load_arrays(
         self,
