@@ -92,3 +92,88 @@ def test_combinations_that_do_not_apply_are_refused_by_name(
     assert "\n" not in message
     for word in words:
         assert word in message
+
+
+class CountingRegularizer(Regularizer):
+    """Counts the hooks BenchModule calls, to check where the contract says they run."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.calls = {"before_step": 0, "after_step": 0, "transform_batch": 0}
+
+    def transform_batch(self, x, y):
+        self.calls["transform_batch"] += 1
+        return x, y
+
+    def before_step(self, model, optimizer) -> None:
+        self.calls["before_step"] += 1
+
+    def after_step(self, model, optimizer) -> None:
+        self.calls["after_step"] += 1
+
+
+def test_step_hooks_run_once_per_real_optimizer_step_under_accumulation(tmp_path, monkeypatch):
+    import bench.train
+
+    counter = CountingRegularizer()
+    monkeypatch.setattr(bench.train, "build_regularizers", lambda cfg: [counter])
+    captured = {}
+    real_assemble = bench.train.assemble
+
+    def assemble(cfg):
+        captured["parts"] = real_assemble(cfg)
+        return captured["parts"]
+
+    monkeypatch.setattr(bench.train, "assemble", assemble)
+    from tests.conftest import make_cfg
+
+    # digits: 1,293 training samples → 11 batches of 128 per epoch, 2 epochs = 22 batches.
+    run(make_cfg(tmp_path, "trainer.max_epochs=2", "trainer.accumulate_grad_batches=3"))
+    trainer = captured["parts"][2]
+    assert counter.calls["transform_batch"] == 22
+    # Lightning steps every 3 batches and at the end of each epoch: 4 steps per epoch.
+    assert trainer.global_step == 8
+    assert counter.calls["before_step"] == counter.calls["after_step"] == 8
+
+
+def test_a_step_skipped_by_the_amp_scaler_gets_no_proximal_step():
+    """GradScaler skips optimizer.step() on inf gradients; the L1 threshold must skip too."""
+    import functools
+
+    import torch
+
+    from bench.models.linear import Linear
+    from bench.module import BenchModule
+    from bench.regularizers.l1 import L1
+
+    torch.manual_seed(0)
+    module = BenchModule(
+        Linear((4,), 1),
+        "regression",
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+        regularizers=[L1(strength=1.0)],
+    )
+    opt = module.configure_optimizers()
+    scaler = torch.amp.GradScaler("cpu")
+    x, y = torch.randn(8, 4), torch.randn(8)
+    weight = module.model[-1].weight
+
+    def scaled_step(poison: bool) -> None:
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(module(x).squeeze(-1), y)
+        scaler.scale(loss * (float("inf") if poison else 1.0)).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    before = weight.detach().clone()
+    scaled_step(poison=True)
+    assert torch.equal(weight, before)  # neither the update nor the threshold ran
+    # The next, finite step is one SGD step followed by one soft-threshold at λ·η = 0.1.
+    w = before.clone().requires_grad_(True)
+    bias = module.model[-1].bias.detach()
+    torch.nn.functional.mse_loss(x @ w.T.squeeze(-1) + bias, y).backward()
+    stepped = before - 0.1 * w.grad
+    expected = stepped.sign() * (stepped.abs() - 0.1).clamp_min(0)
+    scaled_step(poison=False)
+    torch.testing.assert_close(weight.detach(), expected)
