@@ -46,8 +46,9 @@ def cfg_factory(tmp_path: Path):
 def run_cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300
 ) -> subprocess.CompletedProcess:
-    """``bench-train`` in a subprocess, exactly as a user runs it."""
-    full_env = {**os.environ, "WANDB_SILENT": "true", **(env or {})}
+    """``bench-train`` in a subprocess, exactly as a user runs it; outputs under ``cwd/out``."""
+    full_env = {**os.environ, "WANDB_SILENT": "true", "BENCH_OUTPUT_DIR": str(cwd / "out")}
+    full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "bench.train", *args],
         cwd=cwd,

@@ -15,7 +15,6 @@ SECRET = "sk-test-9f8e7d6c5b4a"
 def test_default_run_end_to_end_offline(tmp_path: Path):
     """The README's main job: digits + MLP, csv + wandb offline, prints where results are."""
     env = {
-        "BENCH_OUTPUT_DIR": str(tmp_path / "out"),
         "WANDB_API_KEY": SECRET,
         "MY_SERVICE_TOKEN": SECRET + "-tok",
         "WANDB_MODE": "",
@@ -48,7 +47,6 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path):
         "trainer.max_epochs=-1",
         "logger=none",
         cwd=tmp_path,
-        env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")},
     )
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -63,7 +61,6 @@ def test_missing_torchvision_dataset_is_one_line(tmp_path: Path):
         f"dataset.data_dir={missing}",
         "logger=none",
         cwd=tmp_path,
-        env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")},
         timeout=120,
     )
     assert proc.returncode == 2
@@ -74,7 +71,10 @@ def test_missing_torchvision_dataset_is_one_line(tmp_path: Path):
 
 
 def test_unknown_option_is_hydras_error(tmp_path: Path):
-    proc = run_cli("model=transformer", cwd=tmp_path, env={"BENCH_OUTPUT_DIR": str(tmp_path)})
+    proc = run_cli(
+        "model=transformer",
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert "Could not find 'model/transformer'" in proc.stderr
 
@@ -88,7 +88,6 @@ def test_multirun_sweep_writes_one_record_per_job(tmp_path: Path):
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
         cwd=tmp_path,
-        env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = sorted((tmp_path / "out" / "multiruns").glob("*/*/*/results.json"))
@@ -106,7 +105,6 @@ def test_diverged_run_exits_zero_with_one_warning(tmp_path: Path):
         "logger=none",
         "trainer.enable_progress_bar=false",
         cwd=tmp_path,
-        env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: ")]
@@ -129,7 +127,6 @@ def test_ddp_on_cpu_writes_one_record_over_whole_splits(tmp_path: Path):
         "logger=csv",
         "trainer.enable_progress_bar=false",
         cwd=tmp_path,
-        env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("results: ") == 1  # rank 0 reports, the worker does not

@@ -44,7 +44,6 @@ def test_sweep_runs_as_slurm_jobs(tmp_path: Path):
         "logger=csv",
         "trainer.enable_progress_bar=false",
         cwd=tmp_path,
-        env={"BENCH_OUTPUT_DIR": str(tmp_path / "out")},
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
