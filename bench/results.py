@@ -20,7 +20,10 @@ from typing import Any
 
 import numpy as np
 
-RESULTS_FILE = "results.json"
+from bench.record import RESULTS_FILE  # defined once, with the schema
+
+__all__ = ["RESULTS_FILE", "read_results", "scrub", "versions", "write_json_atomic"]
+
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
 REDACTED = "<redacted>"
 

@@ -15,16 +15,20 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from bench.build import build, build_network, build_trainer, config_record
 from bench.errors import ConfigError
-from bench.evaluate import evaluate
+from bench.eval_plan import EvalPlan, build_predictors, plan_evaluation
+from bench.evaluate import Evaluation, evaluate
+from bench.members import fit_members, member_seed
 from bench.module import BenchModule
-from bench.regularizers.base import Regularizer, sparsity
+from bench.plots import reliability_diagram
+from bench.record import failed_record, run_record
+from bench.regularizers.base import sparsity
 from bench.results import (
     RESULTS_FILE,
     read_results,
@@ -33,6 +37,8 @@ from bench.results import (
     write_json_atomic,
     write_npz_atomic,
 )
+from bench.uncertainty.base import OutputHead
+from bench.uncertainty.ensemble import Ensemble
 from bench.validation import validate_config
 
 log = logging.getLogger("bench")
@@ -41,121 +47,119 @@ log = logging.getLogger("bench")
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-def build(node: DictConfig, path: str, **kwargs: Any) -> Any:
-    """``instantiate`` that turns a component's ``ConfigError`` into one line naming its key."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as exc:
-        cause = exc.__cause__
-        if isinstance(cause, ConfigError):
-            msg = str(cause)
-            raise type(cause)(msg if msg.startswith(f"{path}.") else f"{path}.{msg}") from None
-        if isinstance(cause, TypeError) and "argument" in str(cause):
-            raise ConfigError(f"{path}: {cause}") from None
-        raise
-
-
-def build_regularizers(cfg: DictConfig) -> list[Regularizer]:
-    regs = []
-    for name, node in (cfg.get("regularizer") or {}).items():
-        reg = build(node, f"regularizer.{name}")
-        reg.name = name
-        regs.append(reg)
-    return regs
-
-
-def build_loggers(cfg: DictConfig) -> list:
-    return [
-        build(node, f"logger.{name}")
-        for name, node in (cfg.get("logger") or {}).items()
-        if node is not None
-    ]
-
-
-def config_record(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain JSON-able containers, secrets redacted."""
-    return scrub(OmegaConf.to_container(cfg, resolve=True))
-
-
-def assemble(cfg: DictConfig) -> tuple[L.LightningDataModule, BenchModule, L.Trainer]:
+def assemble(
+    cfg: DictConfig,
+) -> tuple[L.LightningDataModule, BenchModule, L.Trainer, EvalPlan]:
     """Validate and build everything; every bad value or combination fails before data loads."""
     validate_config(cfg)
     datamodule = build(cfg.dataset, "dataset")
-    regularizers = build_regularizers(cfg)
     if cfg.heteroscedastic and datamodule.task != "regression":
         raise ConfigError(f"heteroscedastic=true needs a regression dataset, not {datamodule.name}")
+    if cfg.ensemble.members > 1 and OmegaConf.select(cfg, "trainer.devices", default=1) != 1:
+        raise ConfigError(
+            "ensemble.members > 1 trains its members one after another in one process; "
+            f"use trainer.devices=1 (got {cfg.trainer.devices})"
+        )
     datamodule.check_files()  # a missing dataset is one clear line, before any work
-
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    # Shapes are known without reading the data, so combination errors also come before loading.
-    num_outputs = datamodule.num_outputs * (2 if cfg.heteroscedastic else 1)
-    model = build(
-        cfg.model, "model", input_shape=tuple(datamodule.input_shape), num_outputs=num_outputs
-    )
-    for reg in regularizers:
-        reg.setup(datamodule, model)
+    plan = plan_evaluation(cfg, datamodule)
+    model, regularizers = build_network(cfg, datamodule, cfg.seed)
     datamodule.setup("fit")
-    module = BenchModule(
-        model=model,
-        task=datamodule.task,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        regularizers=regularizers,
-        heteroscedastic=bool(cfg.heteroscedastic),
-        target_std=float(datamodule.target_std),
-        hparams=config_record(cfg),
-    )
-    callbacks = [
-        build(node, f"callbacks.{name}")
-        for name, node in (cfg.get("callbacks") or {}).items()
-        if node is not None
-    ]
-    callbacks += [cb for reg in regularizers for cb in reg.callbacks()]
-    loggers = build_loggers(cfg)
-    trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
-    return datamodule, module, trainer
+    module, trainer = build_trainer(cfg, datamodule, model, regularizers)
+    return datamodule, module, trainer, plan
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     """Train and evaluate one configuration; write results.json and friends into ``run_dir``."""
     started = time.time()
-    datamodule, module, trainer = assemble(cfg)
-    trainer.fit(module, datamodule=datamodule)
+    datamodule, module, trainer, plan = assemble(cfg)
+    assembled = time.time()
+    modules = fit_members(cfg, run_dir, datamodule, module, trainer)
     if not trainer.is_global_zero:
         return None  # under DDP, rank 0 alone evaluates the whole splits and writes the record
+    fitted = time.time()
 
-    diverged = module.diverged_at is not None
-    epochs = module.diverged_at[0] if diverged else trainer.current_epoch
+    predictors = build_predictors(cfg, trainer.callbacks)
+    if len(modules) > 1:
+        predictors.append(Ensemble())
+    head = OutputHead(
+        task=datamodule.task,
+        heteroscedastic=bool(cfg.heteroscedastic),
+        target_mean=float(datamodule.target_mean),
+        target_std=float(datamodule.target_std),
+    )
+    networks = [m.model for m in modules]
+    evaluation = evaluate(networks, head, datamodule, predictors, plan.settings(datamodule))
+    write_npz_atomic(run_dir / "predictions.npz", evaluation.arrays)
+    evaluated = time.time()
+    title = f"{datamodule.name} / {model_name(module)}"
+    plots = write_plots(evaluation, run_dir, plan.plots, title)
+    # Where the time went: set-up (incl. data loading), training, the final evaluation, plots.
+    timing = {
+        "setup_s": assembled - started,
+        "fit_s": fitted - assembled,
+        "evaluate_s": evaluated - fitted,
+        "plots_s": time.time() - evaluated,
+    }
+
+    diverged = [(k, m.diverged_at) for k, m in enumerate(modules) if m.diverged_at is not None]
+    epochs = module.diverged_at[0] if module.diverged_at is not None else trainer.current_epoch
     # Every run reports sparsity (weights with ndim >= 2) so leaderboards compare like with like;
     # a regularizer's summary may refine it (l1 with params=all counts biases too) and early
     # stopping replaces best_epoch by the epoch whose weights it restored.
     extras: dict[str, Any] = {"best_epoch": epochs, "sparsity": sparsity(module.model)}
     for reg in module.regularizers:
         extras.update(reg.summary(module.model))
-    metrics, predictions = evaluate(module, datamodule)
-    write_npz_atomic(run_dir / "predictions.npz", predictions)
-    record = {
-        "status": "diverged" if diverged else "completed",
-        "dataset": datamodule.name,
-        "model": type(module.model).__name__.lower(),  # class names match conf/model/<name>.yaml
-        "regularizers": [reg.name for reg in module.regularizers],
-        "seed": int(cfg.seed),
-        "epochs": int(epochs),
-        **extras,
-        "metrics": metrics,
-        "wall_time_s": round(time.time() - started, 3),
-        "versions": versions(),
-        "config": dict(module.hparams),
-    }
+    if len(modules) > 1:
+        seeds = [member_seed(int(cfg.seed), k) for k in range(len(modules))]
+        extras["ensemble"] = {"members": len(modules), "bootstrap": cfg.ensemble.bootstrap}
+        extras["ensemble"]["seeds"] = seeds
+    if plots:
+        extras["plots"] = {name: path.name for name, path in plots.items()}
+    extras["timing"] = {k: round(v, 3) for k, v in timing.items()}
+    diverged_at = None
     if diverged:
-        record["diverged_at"] = {"epoch": module.diverged_at[0] + 1, "step": module.diverged_at[1]}
+        k, (epoch, step) = diverged[0]
+        diverged_at = {"epoch": epoch + 1, "step": step} | ({"member": k} if k else {})
+    record = run_record(
+        dataset=datamodule.name,
+        model=model_name(module),
+        regularizers=[reg.name for reg in module.regularizers],
+        seed=int(cfg.seed),
+        epochs=int(epochs),
+        metrics=evaluation.metrics,
+        config=dict(module.hparams),
+        wall_time_s=round(time.time() - started, 3),
+        versions=versions(),
+        extras=extras,
+        diverged_at=diverged_at,
+    )
     write_json_atomic(run_dir / RESULTS_FILE, record)
     for lg in trainer.loggers:
-        lg.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=trainer.global_step)
+        lg.log_metrics({f"final/{k}": v for k, v in record["metrics"].items()}, trainer.global_step)
+        for name, path in plots.items():
+            if hasattr(lg, "log_image"):  # wandb
+                lg.log_image(key=f"plots/{name}", images=[str(path)])
         lg.save()
         if hasattr(lg, "experiment") and hasattr(lg.experiment, "finish"):
             lg.experiment.finish()  # a wandb run per job, also in a multirun sweep
     return record
+
+
+def model_name(module: BenchModule) -> str:
+    return type(module.model).__name__.lower()  # class names match conf/model/<name>.yaml
+
+
+def write_plots(evaluation: Evaluation, run_dir: Path, enabled: bool, title: str) -> dict:
+    """The reliability diagram of every prediction method (classification), as PNG."""
+    if not enabled or evaluation.labels.is_floating_point():
+        return {}
+    path = run_dir / "reliability.png"
+    panels = {
+        label: (pred.probs.numpy(), evaluation.labels.numpy())
+        for label, pred in evaluation.test_predictions.items()
+    }
+    reliability_diagram(panels, path, title=title)
+    return {"reliability": path}
 
 
 def _target_name(node: DictConfig) -> str | None:
@@ -179,23 +183,17 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         path = run_dir / RESULTS_FILE
         if (read_results(path) or {}).get("status") == "completed":
             path = run_dir / "results.failed.json"
-        write_json_atomic(
-            path,
-            {
-                "status": "failed",
-                "error": scrub(f"{type(exc).__name__}: {exc}"),
-                "dataset": _target_name(cfg.dataset),
-                "model": _target_name(cfg.model),
-                "regularizers": list((cfg.get("regularizer") or {}).keys()),
-                "seed": cfg.get("seed"),
-                "epochs": None,
-                "best_epoch": None,
-                "metrics": {},
-                "wall_time_s": round(time.time() - started, 3),
-                "versions": versions(),
-                "config": config_record(cfg),
-            },
+        record = failed_record(
+            error=scrub(f"{type(exc).__name__}: {exc}"),
+            dataset=_target_name(cfg.dataset),
+            model=_target_name(cfg.model),
+            regularizers=list((cfg.get("regularizer") or {}).keys()),
+            seed=cfg.get("seed"),
+            config=config_record(cfg),
+            wall_time_s=round(time.time() - started, 3),
+            versions=versions(),
         )
+        write_json_atomic(path, record)
         log.error("run failed; recorded in %s", path)
         raise
 

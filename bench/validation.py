@@ -25,6 +25,8 @@ def _is_number(v: Any) -> bool:
 # key → (predicate, what is allowed). Missing keys are skipped: not every optimizer has momentum.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "ensemble.members": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "ensemble.bootstrap": (lambda v: isinstance(v, bool), "true or false"),
     "trainer.max_epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "trainer.accumulate_grad_batches": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "optimizer.lr": (lambda v: _is_number(v) and v > 0, "a number > 0"),

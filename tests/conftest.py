@@ -57,3 +57,21 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def dropout_digits_run(tmp_path_factory) -> tuple[Path, dict]:
+    """One digits MLP with dropout, scored by every predictor (8 MC samples), shared by tests."""
+    from bench.train import run
+
+    run_dir = tmp_path_factory.mktemp("dropout_digits")
+    cfg = make_cfg(
+        run_dir,
+        "regularizer=[dropout]",
+        "+callbacks=mc_dropout",
+        "callbacks.mc_dropout.samples=8",
+        "trainer.max_epochs=5",
+        "evaluation.ood.partners=[noise]",
+        "evaluation.shift.max_samples=120",
+    )
+    return run_dir, run(cfg)

@@ -206,6 +206,7 @@ def test_cnn_run_logs_the_realized_drop_rates(cfg_factory, tmp_path: Path):
         "p_input": 0.0,
         "p_dense": 0.5,
         "p_conv": 0.2,
+        "mc": True,
     }
     dense = epoch_values(tmp_path / "run", "dropout/drop_rate/dense")
     conv = epoch_values(tmp_path / "run", "dropout/drop_rate/conv")
@@ -226,6 +227,8 @@ def test_resnet18_run_completes(cfg_factory):
             "model=resnet18",
             "trainer.max_epochs=1",
             "dataset.train_size=100",
+            "regularizer.dropout.mc=false",  # 50 passes of a ResNet per input: not for CI
+            "evaluation.shift.corruptions=[]",
         )
     )
     assert record["status"] == "completed" and record["model"] == "resnet18"

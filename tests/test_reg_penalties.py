@@ -25,6 +25,7 @@ from sklearn.linear_model import ElasticNet as SkElasticNet
 from sklearn.linear_model import Lasso
 from torch import nn
 
+from bench.build import build_regularizers
 from bench.data.regression import DiabetesDataModule, SyntheticRegressionDataModule
 from bench.errors import ConfigError
 from bench.models.mlp import MLP
@@ -33,7 +34,7 @@ from bench.regularizers.l1 import L1, soft_threshold_, step_per_unit_gradient
 from bench.regularizers.l2 import L2
 from bench.regularizers.max_norm import MaxNorm
 from bench.regularizers.weight_decay import WeightDecay
-from bench.train import build_regularizers, run
+from bench.train import run
 from tests.theory import (
     centred,
     coef,

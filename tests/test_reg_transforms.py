@@ -20,6 +20,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from bench.build import build_regularizers
 from bench.data.digits import DigitsDataModule
 from bench.data.regression import DiabetesDataModule, SyntheticRegressionDataModule
 from bench.data.vision import (
@@ -29,14 +30,16 @@ from bench.data.vision import (
     SVHNDataModule,
 )
 from bench.errors import ConfigError
-from bench.evaluate import evaluate
+from bench.evaluate import EvalSettings, evaluate
 from bench.module import BenchModule
 from bench.regularizers.augment import Augment, rotate
 from bench.regularizers.cutmix import CutMix
 from bench.regularizers.input_noise import InputNoise
 from bench.regularizers.label_smoothing import LabelSmoothing
 from bench.regularizers.mixup import MixUp
-from bench.train import build_regularizers, run
+from bench.train import run
+from bench.uncertainty.base import OutputHead
+from bench.uncertainty.deterministic import Deterministic
 
 K = 10  # classes in every classification dataset here
 ONLY = dict(
@@ -360,7 +363,7 @@ def test_only_training_batches_are_transformed(tmp_path, cfg_factory):
         default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=dm)
-    evaluate(module, dm)
+    evaluate([module.model], OutputHead("classification"), dm, [Deterministic()], EvalSettings())
     assert sum(transformed) == 2 * dm.n_train
     untouched = [
         x

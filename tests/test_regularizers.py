@@ -114,10 +114,11 @@ class CountingRegularizer(Regularizer):
 
 
 def test_step_hooks_run_once_per_real_optimizer_step_under_accumulation(tmp_path, monkeypatch):
+    import bench.build
     import bench.train
 
     counter = CountingRegularizer()
-    monkeypatch.setattr(bench.train, "build_regularizers", lambda cfg: [counter])
+    monkeypatch.setattr(bench.build, "build_regularizers", lambda cfg: [counter])
     captured = {}
     real_assemble = bench.train.assemble
 

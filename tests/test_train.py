@@ -14,20 +14,42 @@ from bench.errors import ConfigError
 from bench.module import BenchModule
 from bench.train import run
 
+# The deterministic prediction's keys (other methods repeat them under mc/, ts/, ens/).
 CLASSIFICATION_KEYS = {
     "train/loss",
     "train/acc",
     "val/loss",
     "val/acc",
-    "test/loss",
-    "test/acc",
-    "test/nll",
-    "test/ece",
-    "test/brier",
     "gap/loss",
     "gap/acc",
+} | {
+    f"test/{k}"
+    for k in (
+        "loss",
+        "acc",
+        "nll",
+        "brier",
+        "ece",
+        "mce",
+        "aece",
+        "cwece",
+        "misclass_auroc",
+        "aurc",
+    )
 }
-REGRESSION_KEYS = {"train/loss", "val/loss", "test/loss", "gap/loss", "test/rmse", "test/nll"}
+REGRESSION_KEYS = (
+    {"train/loss", "val/loss", "gap/loss"}
+    | {
+        f"test/{k}"
+        for k in ("loss", "rmse", "nll", "coverage50", "coverage80", "coverage90", "coverage95")
+    }
+    | {"test/coverage_error"}
+)
+SPLIT_FAMILIES = ("train", "val", "test", "gap")
+
+
+def deterministic_keys(metrics: dict) -> set[str]:
+    return {k for k in metrics if k.split("/")[0] in SPLIT_FAMILIES}
 
 
 def ece_reference(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -61,7 +83,10 @@ def test_results_record_schema(digits_run):
     assert record["dataset"] == "digits" and record["model"] == "mlp"
     assert record["regularizers"] == [] and record["seed"] == 3
     assert record["epochs"] == 3 and record["best_epoch"] == 3  # last weights, 1-based
-    assert set(record["metrics"]) == CLASSIFICATION_KEYS
+    assert deterministic_keys(record["metrics"]) == CLASSIFICATION_KEYS
+    # on by default for classification: temperature scaling, noise OOD images, shifted digits
+    assert {"ts/test/nll", "ts/temperature", "ood/noise/max_prob/auroc"} <= set(record["metrics"])
+    assert {"shift/mean/acc", "shift/blur/5/ece"} <= set(record["metrics"])
     assert record["config"]["model"]["widths"] == [256, 256]
     assert record["wall_time_s"] > 0
     assert {"torch", "lightning", "hydra-core", "python"} <= set(record["versions"])
@@ -139,7 +164,8 @@ def test_regression_metrics_are_in_original_units(tmp_path, cfg_factory):
             run_dir=tmp_path,
         )
     )
-    assert set(record["metrics"]) == REGRESSION_KEYS
+    assert deterministic_keys(record["metrics"]) == REGRESSION_KEYS
+    assert not any(k.startswith("ts/") for k in record["metrics"])  # classification only
     with np.load(tmp_path / "predictions.npz", allow_pickle=False) as f:
         mean, var, targets = f["mean"], f["var"], f["targets"]
     raw = load_diabetes().target

@@ -23,6 +23,8 @@ class DigitsDataModule(ArrayDataModule):
     num_classes = 10
     pool_size = 1797
     standardize_per = "feature"
+    raw_range = (0.0, 16.0)
+    ood_partners = ("noise", "fashion_mnist")
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray, None, None]:
         bunch = load_digits()

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 from sklearn.datasets import load_diabetes
 
-from bench.data.base import ArrayDataModule, is_int, is_real, require
+from bench.data.base import ArrayDataModule
+from bench.data.checks import is_int, is_real, require
 
 
 class DiabetesDataModule(ArrayDataModule):

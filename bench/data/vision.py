@@ -30,6 +30,7 @@ class TorchvisionDataModule(ArrayDataModule):
     is_image = True
     num_classes = 10
     standardize_per = "channel"
+    raw_range = (0.0, 255.0)
 
     def __init__(self, data_dir: str | None = None, **kwargs) -> None:
         if data_dir is None:  # same default as the yaml, for use from Python
@@ -96,6 +97,7 @@ class MNISTDataModule(TorchvisionDataModule):
     """MNIST handwritten digits: 60,000 training and 10,000 test images, 1x28x28."""
 
     name = "mnist"
+    ood_partners = ("fashion_mnist", "noise")
     input_shape = (1, 28, 28)
     pool_size = 60000
     official_test_size = 10000
@@ -115,6 +117,7 @@ class FashionMNISTDataModule(MNISTDataModule):
     """Fashion-MNIST: Zalando clothing images in MNIST's format (60,000 + 10,000, 1x28x28)."""
 
     name = "fashion_mnist"
+    ood_partners = ("mnist", "noise")
     dataset_class = torchvision.datasets.FashionMNIST
 
 
@@ -122,6 +125,7 @@ class CIFAR10DataModule(TorchvisionDataModule):
     """CIFAR-10 colour photos: 50,000 training and 10,000 test images, 3x32x32."""
 
     name = "cifar10"
+    ood_partners = ("svhn", "noise")
     input_shape = (3, 32, 32)
     pool_size = 50000
     official_test_size = 10000
@@ -145,6 +149,7 @@ class SVHNDataModule(TorchvisionDataModule):
     """
 
     name = "svhn"
+    ood_partners = ("cifar10", "noise")
     input_shape = (3, 32, 32)
     pool_size = 73257
     official_test_size = 26032

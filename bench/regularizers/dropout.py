@@ -6,6 +6,9 @@ them for torch's own ``nn.Dropout`` (input and dense slots, unit-wise) and ``nn.
 (conv slots: whole feature maps — neighbouring pixels of one map are strongly correlated, so
 unit-wise masks on them barely regularize; Tompson et al., 2015). There is never a slot after
 the output layer, so the predictions themselves are never masked.
+
+With ``mc`` (the default) a run with dropout also gets Monte Carlo dropout at evaluation
+(``bench.callbacks.mc_dropout``): the network was trained as a sampler, so its samples come free.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from bench.callbacks.mc_dropout import MCDropoutCallback
 from bench.errors import ConfigError
 from bench.models.blocks import DropoutSlot
 from bench.regularizers.base import Regularizer
@@ -24,7 +28,12 @@ from bench.regularizers.base import Regularizer
 class Dropout(Regularizer):
     name = "dropout"
 
-    def __init__(self, p_input: float = 0.0, p_dense: float = 0.5, p_conv: float = 0.1) -> None:
+    def __init__(
+        self, p_input: float = 0.0, p_dense: float = 0.5, p_conv: float = 0.1, mc: bool = True
+    ) -> None:
+        if not isinstance(mc, bool):
+            raise ConfigError(f"{self.key('mc')} must be true or false, got {mc!r}")
+        self.mc = mc
         self.rates = {
             "input": self._rate("p_input", p_input),
             "dense": self._rate("p_dense", p_dense),
@@ -66,6 +75,13 @@ class Dropout(Regularizer):
             setattr(model.get_submodule(parent), child, layer)
         return model
 
+    def callbacks(self) -> list[L.Callback]:
+        """MC dropout with its defaults (``+callbacks=mc_dropout`` overrides them). Not when every
+        rate is 0: that run has no dropout to sample (a sweep's p = 0 point), nothing to refuse."""
+        if self.mc and any(p > 0 for p in self.rates.values()):
+            return [MCDropoutCallback()]
+        return []
+
     def log_values(self, model: nn.Module) -> dict[str, float]:
         """Realized fraction of (non-zero) units dropped per slot kind during the last epoch."""
         values = {
@@ -97,7 +113,9 @@ class DropCounter:
     def __call__(
         self, layer: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor
     ) -> None:
-        if not layer.training:
+        # Training passes only: MC dropout's sampling passes (layers in train mode, no autograd)
+        # would otherwise mix into the logged rate and pay for the counting.
+        if not (layer.training and torch.is_grad_enabled()):
             return
         with torch.no_grad():
             live = inputs[0] != 0

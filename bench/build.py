@@ -1,0 +1,108 @@
+"""Building one network's training from the config: regularizers, model, module, trainer.
+
+Every object comes from ``hydra.utils.instantiate`` and a ``_target_``; ``build`` turns a
+component's ``ConfigError`` into one line naming its config key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from bench.errors import ConfigError
+from bench.module import BenchModule
+from bench.regularizers.base import Regularizer
+from bench.results import scrub
+
+
+def build(node: DictConfig, path: str, **kwargs: Any) -> Any:
+    """``instantiate`` that turns a component's ``ConfigError`` into one line naming its key."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ConfigError):
+            msg = str(cause)
+            raise type(cause)(msg if msg.startswith(f"{path}.") else f"{path}.{msg}") from None
+        if isinstance(cause, TypeError) and "argument" in str(cause):
+            raise ConfigError(f"{path}: {cause}") from None
+        raise
+
+
+def build_regularizers(cfg: DictConfig) -> list[Regularizer]:
+    regs = []
+    for name, node in (cfg.get("regularizer") or {}).items():
+        reg = build(node, f"regularizer.{name}")
+        reg.name = name
+        regs.append(reg)
+    return regs
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [
+        build(node, f"logger.{name}")
+        for name, node in (cfg.get("logger") or {}).items()
+        if node is not None
+    ]
+
+
+def config_record(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain JSON-able containers, secrets redacted."""
+    return scrub(OmegaConf.to_container(cfg, resolve=True))
+
+
+def build_network(
+    cfg: DictConfig, datamodule: L.LightningDataModule, seed: int
+) -> tuple[nn.Module, list[Regularizer]]:
+    """A freshly initialized network (from ``seed``) and its regularizers, checked together.
+
+    Shapes are known without reading the data, so combination errors come before loading.
+    """
+    L.seed_everything(seed, workers=True, verbose=False)
+    regularizers = build_regularizers(cfg)
+    num_outputs = datamodule.num_outputs * (2 if cfg.heteroscedastic else 1)
+    model = build(
+        cfg.model, "model", input_shape=tuple(datamodule.input_shape), num_outputs=num_outputs
+    )
+    for reg in regularizers:
+        reg.setup(datamodule, model)
+    return model, regularizers
+
+
+def build_trainer(
+    cfg: DictConfig,
+    datamodule: L.LightningDataModule,
+    model: nn.Module,
+    regularizers: list[Regularizer],
+    loggers: bool = True,
+) -> tuple[BenchModule, L.Trainer]:
+    """The LightningModule and its Trainer; the data must be loaded (regression target scale)."""
+    module = BenchModule(
+        model=model,
+        task=datamodule.task,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        regularizers=regularizers,
+        heteroscedastic=bool(cfg.heteroscedastic),
+        target_std=float(datamodule.target_std),
+        hparams=config_record(cfg),
+    )
+    callbacks = [
+        build(node, f"callbacks.{name}")
+        for name, node in (cfg.get("callbacks") or {}).items()
+        if node is not None
+    ]
+    # A regularizer's callback (dropout's MC evaluation) gives way to a configured one of the
+    # same class, so '+callbacks=mc_dropout callbacks.mc_dropout.samples=100' takes effect.
+    configured = {type(cb) for cb in callbacks}
+    callbacks += [
+        cb for reg in regularizers for cb in reg.callbacks() if type(cb) not in configured
+    ]
+    logger = (build_loggers(cfg) or False) if loggers else False
+    trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
+    return module, trainer
