@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.types import RunMode
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -44,11 +46,48 @@ def build_regularizers(cfg: DictConfig) -> list[Regularizer]:
 
 
 def build_loggers(cfg: DictConfig) -> list:
-    return [
-        build(node, f"logger.{name}")
-        for name, node in (cfg.get("logger") or {}).items()
-        if node is not None
-    ]
+    """The configured loggers. One whose ``name`` / ``group`` is null (wandb's, by default) gets
+    the run's readable name and, inside a ``--multirun``, its sweep as the group, so that a
+    dashboard can group the runs of one sweep and compare them by name."""
+    loggers = []
+    for key, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        names = {}
+        if "name" in node and node.name is None:
+            names["name"] = run_name(cfg)
+        if "group" in node and node.group is None:
+            names["group"] = sweep_group()
+        loggers.append(build(node, f"logger.{key}", **names))
+    return loggers
+
+
+def target_name(node: DictConfig) -> str | None:
+    """The name a record carries for a component (``digits``, ``mlp``), without building it."""
+    cls = get_class(node._target_)
+    name = getattr(cls, "name", "")
+    return name if isinstance(name, str) and name else cls.__name__.lower()
+
+
+def run_name(cfg: DictConfig) -> str:
+    """``digits/mlp/l2(strength=0.0001)+dropout(p_input=0,p_dense=0.5,p_conv=0.1)/s0``."""
+    regs = []
+    for name, node in (cfg.get("regularizer") or {}).items():
+        numbers = [
+            f"{k}={v:g}"
+            for k, v in node.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        regs.append(f"{name}({','.join(numbers)})" if numbers else name)
+    parts = [target_name(cfg.dataset), target_name(cfg.model), "+".join(regs) or "none"]
+    return "/".join([*parts, f"s{cfg.seed}"])
+
+
+def sweep_group() -> str | None:
+    """The sweep directory of a ``--multirun`` job (None for a single run or outside Hydra)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return str(HydraConfig.get().sweep.dir)
 
 
 def config_record(cfg: DictConfig) -> dict[str, Any]:

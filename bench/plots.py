@@ -23,8 +23,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bench.atomic import write_bytes_atomic
 from bench.metrics import ECE_BINS, classification_metrics, reliability
-from bench.results import _atomic_write_bytes
 
 PANEL_WIDTH, FIGURE_HEIGHT, DPI = 3.6, 4.6, 110  # inches, inches, pixels per inch
 
@@ -67,7 +67,7 @@ def reliability_diagram(
         fig.suptitle(title)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    _atomic_write_bytes(Path(path), buffer.getvalue())
+    write_bytes_atomic(Path(path), buffer.getvalue())
     return drawn
 
 

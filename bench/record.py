@@ -203,3 +203,13 @@ def read_record(path: str | Path) -> tuple[dict[str, Any] | None, str | None]:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys: {"optimizer": {"lr": 1}} -> {"optimizer.lr": 1}."""
+    if not isinstance(value, dict) or not value:
+        return {prefix: value} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out

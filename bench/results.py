@@ -12,7 +12,6 @@ import math
 import os
 import platform
 import re
-import tempfile
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.atomic import write_bytes_atomic
 from bench.record import RESULTS_FILE  # defined once, with the schema
 
 __all__ = ["RESULTS_FILE", "read_results", "scrub", "versions", "write_json_atomic"]
@@ -28,30 +28,16 @@ SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
 REDACTED = "<redacted>"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Strict JSON (non-finite floats become null), then an atomic rename."""
     text = json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False)
-    _atomic_write_bytes(Path(path), (text + "\n").encode())
+    write_bytes_atomic(Path(path), (text + "\n").encode())
 
 
 def write_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    _atomic_write_bytes(Path(path), buffer.getvalue())
+    write_bytes_atomic(Path(path), buffer.getvalue())
 
 
 def read_results(path: Path) -> dict[str, Any] | None:

@@ -16,14 +16,14 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import get_class
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from bench.build import build, build_network, build_trainer, config_record
+from bench.build import build, build_network, build_trainer, config_record, target_name
 from bench.errors import ConfigError
 from bench.eval_plan import EvalPlan, build_predictors, plan_evaluation
 from bench.evaluate import Evaluation, evaluate
+from bench.leaderboard.configs import flatten
 from bench.members import fit_members, member_seed
 from bench.module import BenchModule
 from bench.plots import reliability_diagram
@@ -136,6 +136,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     write_json_atomic(run_dir / RESULTS_FILE, record)
     for lg in trainer.loggers:
         lg.log_metrics({f"final/{k}": v for k, v in record["metrics"].items()}, trainer.global_step)
+        run = getattr(lg, "experiment", None)
+        if hasattr(run, "summary") and hasattr(run, "config"):  # wandb: flat config, summary
+            run.config.update(flatten(record["config"]), allow_val_change=True)
+            run.summary.update(record["metrics"])
         for name, path in plots.items():
             if hasattr(lg, "log_image"):  # wandb
                 lg.log_image(key=f"plots/{name}", images=[str(path)])
@@ -162,13 +166,6 @@ def write_plots(evaluation: Evaluation, run_dir: Path, enabled: bool, title: str
     return {"reliability": path}
 
 
-def _target_name(node: DictConfig) -> str | None:
-    """The name a completed record would carry (``digits``, ``mlp``), without building anything."""
-    cls = get_class(node._target_)
-    name = getattr(cls, "name", "")
-    return name if isinstance(name, str) and name else cls.__name__.lower()
-
-
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     """``train`` plus the failure record: a crash is written down, never a completed one lost."""
     run_dir = Path(cfg.paths.run_dir)
@@ -185,8 +182,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
             path = run_dir / "results.failed.json"
         record = failed_record(
             error=scrub(f"{type(exc).__name__}: {exc}"),
-            dataset=_target_name(cfg.dataset),
-            model=_target_name(cfg.model),
+            dataset=target_name(cfg.dataset),
+            model=target_name(cfg.model),
             regularizers=list((cfg.get("regularizer") or {}).keys()),
             seed=cfg.get("seed"),
             config=config_record(cfg),

@@ -80,20 +80,33 @@ def test_unknown_option_is_hydras_error(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_multirun_sweep_writes_one_record_per_job(tmp_path: Path):
-    """A sweep over regularizer lists in one process: one record and one wandb run per job."""
+def test_multirun_sweep_writes_one_record_per_job_and_ends_with_the_leaderboards(tmp_path: Path):
+    """A sweep in one process: one record and one named wandb run per job, grouped by sweep;
+    the Hydra callback then prints both leaderboards and writes them beside the jobs."""
     proc = run_cli(
         "--multirun",
         "regularizer=[],[l2]",
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
+        "evaluation.shift.corruptions=[]",
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = sorted((tmp_path / "out" / "multiruns").glob("*/*/*/results.json"))
     assert [json.loads(p.read_text())["regularizers"] for p in records] == [[], ["l2"]]
-    for record in records:  # the previous job's wandb run was finished, not reused
-        assert len(list((record.parent / "wandb").glob("offline-run-*"))) == 1
+    sweep = records[0].parent.parent
+    for record, name in zip(
+        records, ("digits/mlp/none/s0", "digits/mlp/l2(strength=0.0001)/s0"), strict=True
+    ):
+        # the previous job's wandb run was finished, not reused
+        (run,) = (record.parent / "wandb").glob("offline-run-*")
+        log = next(run.glob("run-*.wandb")).read_bytes()
+        assert name.encode() in log and str(sweep.relative_to(tmp_path)).encode() in log
+        assert list(run.glob("files/media/images/plots/reliability*.png"))  # the diagram
+    assert "Generalization gap" in proc.stdout and "Calibration" in proc.stdout
+    for board in ("gap", "calibration"):
+        for ext in ("md", "csv", "json"):
+            assert (sweep / f"leaderboard_{board}.{ext}").is_file()
 
 
 def test_diverged_run_exits_zero_with_one_warning(tmp_path: Path):

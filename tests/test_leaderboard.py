@@ -438,8 +438,17 @@ def test_cli_formats(tmp_path: Path, capsys):
     assert set(data) == {"gap", "calibration"}
     (section,) = data["gap"]["sections"]
     assert [r["method"] for r in section["rows"]] == ["l2", "none"]
-    # Only the six files: the temporary files of the atomic writes are gone.
-    assert len(os.listdir(out_dir)) == 6 and not list(root.glob("leaderboard_*"))
+    # The six boards and report.html, nothing else: the atomic writes' temporary files are gone.
+    assert sorted(os.listdir(out_dir)) == sorted(
+        [f"leaderboard_{b}.{k}" for b in ("calibration", "gap") for k in ("csv", "json", "md")]
+        + ["report.html"]
+    )
+    assert not list(root.glob("leaderboard_*"))
+    # readable by the group like any file this user creates (mkstemp alone would give 0600)
+    mode = (out_dir / "report.html").stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
 
     assert main([str(root), "--format", "csv", "--no-files"]) == 0
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))

@@ -1,5 +1,6 @@
-"""``bench-leaderboard DIR [DIR...|GLOB]``: both leaderboards of a sweep, in the terminal and
-as files. Exit status: 0 done; 2 bad input (one ``error:`` line); 1 no usable record."""
+"""``bench-leaderboard DIR [DIR...|GLOB]``: both leaderboards of a sweep, in the terminal, as
+files (``leaderboard_*``, ``report.html``) and, with ``--wandb``, in one wandb run. Exit
+status: 0 done; 2 bad input (one ``error:`` line); 1 no usable record or a failed write."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from bench.errors import ConfigError
 from bench.leaderboard import build_leaderboard
 from bench.leaderboard.columns import direction
 from bench.leaderboard.model import Leaderboard, Options
 from bench.leaderboard.render import summary, text, write_files
+
+if TYPE_CHECKING:  # numpy and matplotlib: only when a report or wandb run is made
+    from bench.leaderboard.figures import Plot
 
 BOARDS = ("gap", "calibration")
 
@@ -60,14 +65,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         default=None,
-        help="where the leaderboard_* files go "
+        help="where the leaderboard_* files, report.html and the --wandb run go "
         "(default: the directory given, or the common parent of several)",
     )
-    p.add_argument("--no-files", action="store_true", help="write no leaderboard_* files")
+    p.add_argument(
+        "--no-files", action="store_true", help="write no leaderboard_* files and no report.html"
+    )
     p.add_argument(
         "--no-ensembles",
         action="store_true",
         help="no ens-of-seeds rows (skips reading predictions.npz)",
+    )
+    p.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log both boards (tables) and the plots to one wandb run of job type "
+        "leaderboard, below the output directory (offline unless WANDB_MODE says otherwise)",
     )
     return p
 
@@ -94,17 +107,48 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not any(r.cells[column].n for part in board.sections for r in part.rows):
                 print(f"warning: --columns {column}: no {board.name} row has it", file=sys.stderr)
     show(lb, args.format)
+    out = args.out or default_out(args.paths)
+    where = sys.stdout if args.format == "table" else sys.stderr
+    plots = None
     if not args.no_files:
-        out = args.out or default_out(args.paths)
         try:
             write_files(lb, out)
+            print(
+                f"files: {os.path.join(out, 'leaderboard_{gap,calibration}.{md,csv,json}')}",
+                file=where,
+            )
+            from bench.leaderboard.report import write_report
+
+            plots = _plots(lb)
+            print(f"report: {write_report(lb, out, plots)}", file=where)
         except OSError as exc:
             print(f"error: cannot write the leaderboard files to {out}: {exc}", file=sys.stderr)
             return 1
-        where = sys.stdout if args.format == "table" else sys.stderr
-        print(
-            f"files: {os.path.join(out, 'leaderboard_{gap,calibration}.{md,csv,json}')}", file=where
-        )
+    if args.wandb:
+        return _log_wandb(lb, out, plots, where)
+    return 0
+
+
+def _plots(lb: Leaderboard) -> list[Plot]:
+    """The report's figures (numpy and matplotlib are imported only now)."""
+    from bench.leaderboard.figures import report_plots
+    from bench.leaderboard.report import MAX_PLOT_SECTIONS
+
+    return report_plots(lb, MAX_PLOT_SECTIONS)
+
+
+def _log_wandb(lb: Leaderboard, out: str, plots: list[Plot] | None, where: TextIO) -> int:
+    """Both boards and the plots to one wandb run; a wandb failure is one error line."""
+    import wandb
+
+    from bench.leaderboard.wandb_log import log_leaderboard
+
+    try:
+        run_dir = log_leaderboard(lb, out, _plots(lb) if plots is None else plots)
+    except (wandb.Error, OSError) as exc:
+        print(f"error: wandb: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wandb: {run_dir}", file=where)
     return 0
 
 

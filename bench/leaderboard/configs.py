@@ -14,6 +14,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bench.record import flatten
+
+__all__ = ["canonical", "flatten", "run_dirs", "split_regularizers", "strip"]
+
 IGNORED_TOP = ("seed", "paths", "logger")
 IGNORED_ANYWHERE = ("data_dir",)
 
@@ -76,13 +80,3 @@ def split_regularizers(
             else:
                 options[key] = canonical(value)
     return tuple(sorted(node)), hparams, options
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as dotted keys: {"optimizer": {"lr": 1}} -> {"optimizer.lr": 1}."""
-    if not isinstance(value, dict) or not value:
-        return {prefix: value} if prefix else {}
-    out: dict[str, Any] = {}
-    for k, v in value.items():
-        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out

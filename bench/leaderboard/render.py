@@ -9,12 +9,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.atomic import write_text_atomic
 from bench.leaderboard import format as fmt
 from bench.leaderboard.model import Board, Leaderboard, Row
 from bench.leaderboard.stats import Stat
@@ -192,14 +191,5 @@ def write_files(lb: Leaderboard, out_dir: str | Path) -> list[Path]:
 
 
 def write_atomic(path: Path, content: str) -> None:
-    """Temporary file in the same directory, then rename: readers never see half a file.
-    (``bench.results`` has the same for records, but importing it would import numpy.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Readers never see half a file (``bench.atomic``, standard library only)."""
+    write_text_atomic(path, content)
