@@ -75,9 +75,8 @@ def main() -> None:
             bagged.append(one_run(Path(tmp, f"bag{seed}"), boot))
     partners = sorted({k.split("/")[1] for k in deep[0]["metrics"] if k.startswith("ood/")})
     ood_cols = [f"OOD AUROC {p}" for p in partners]
-    print(
-        f"\n{args.dataset}, seeds {args.seeds}, {args.epochs} epochs, T={args.samples}, K={args.members}"
-    )
+    setting = f"{args.epochs} epochs, T={args.samples}, K={args.members}"
+    print(f"\n{args.dataset}, seeds {args.seeds}, {setting}")
     print("| prediction | acc | NLL | ECE | " + " | ".join(ood_cols) + " |")
     print("|---" * (4 + len(ood_cols)) + "|")
     rows = [(p, name, deep) for p, name in METHODS.items()]
@@ -95,7 +94,8 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
     mi = [mean(deep, f"mc/ood/{p}/mutual_info/auroc") for p in partners]
     print(
-        "\nMC mutual-information OOD AUROC: " + ", ".join(f"{p} {v}" for p, v in zip(partners, mi))
+        "\nMC mutual-information OOD AUROC: "
+        + ", ".join(f"{p} {v}" for p, v in zip(partners, mi, strict=True))
     )
     timing = {k: np.mean([r["timing"][k] for r in deep]) for k in deep[0]["timing"]}
     print("time split of one run (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timing.items()))
