@@ -67,7 +67,9 @@ def score(pred: Prediction, target: torch.Tensor, task: str) -> dict[str, float]
     return regression_metrics(pred.mean, pred.var, target)
 
 
-def homoscedastic_variance(network: nn.Module, x: torch.Tensor, y: torch.Tensor, head, size):
+def homoscedastic_variance(
+    network: nn.Module, x: torch.Tensor, y: torch.Tensor, head: OutputHead, size: int
+) -> float:
     """Training MSE in original units: the predictive variance of a network without a
     variance head (the maximum-likelihood noise level of a Gaussian fitted to its residuals)."""
     mean, _ = head.mean_var(network_outputs(network, batches(x, size)))
@@ -151,7 +153,12 @@ def member_metrics(pred: Prediction, target: torch.Tensor, task: str, p: str) ->
     return out
 
 
-def shifted_sets(datamodule, x: torch.Tensor, y: torch.Tensor, settings: EvalSettings):
+ShiftedSets = dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def shifted_sets(
+    datamodule, x: torch.Tensor, y: torch.Tensor, settings: EvalSettings
+) -> ShiftedSets:
     """(corruption, severity) → (corrupted inputs, targets), on a fixed subset of the test set."""
     if not settings.corruptions:
         return {}
@@ -167,7 +174,9 @@ def shifted_sets(datamodule, x: torch.Tensor, y: torch.Tensor, settings: EvalSet
     }
 
 
-def shift_metrics(predictor: Predictor, shifted, task: str, p: str, size: int):
+def shift_metrics(
+    predictor: Predictor, shifted: ShiftedSets, task: str, p: str, size: int
+) -> dict[str, float]:
     out: dict[str, float] = {}
     sums: dict[str, list[float]] = {k: [] for k in SHIFT_KEYS[task]}
     for (corruption, severity), (x, y) in shifted.items():
