@@ -174,25 +174,31 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         return train(cfg, run_dir)
     except ConfigError:
         raise  # bad input: nothing was done, nothing is written
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # SystemExit: a library calling sys.exit mid-run
         if rank_zero_only.rank != 0:
             raise  # rank 0 records the failure
-        path = run_dir / RESULTS_FILE
-        if (read_results(path) or {}).get("status") == "completed":
-            path = run_dir / "results.failed.json"
-        record = failed_record(
-            error=scrub(f"{type(exc).__name__}: {exc}"),
-            dataset=target_name(cfg.dataset),
-            model=target_name(cfg.model),
-            regularizers=list((cfg.get("regularizer") or {}).keys()),
-            seed=cfg.get("seed"),
-            config=config_record(cfg),
-            wall_time_s=round(time.time() - started, 3),
-            versions=versions(),
-        )
-        write_json_atomic(path, record)
-        log.error("run failed; recorded in %s", path)
+        record_failure(cfg, run_dir, exc, started)
         raise
+
+
+def record_failure(cfg: DictConfig, run_dir: Path, exc: BaseException, started: float) -> Path:
+    """Write a ``failed`` record (beside a completed one, never over it) and say where."""
+    path = run_dir / RESULTS_FILE
+    if (read_results(path) or {}).get("status") == "completed":
+        path = run_dir / "results.failed.json"
+    record = failed_record(
+        error=scrub(f"{type(exc).__name__}: {exc}"),
+        dataset=target_name(cfg.dataset),
+        model=target_name(cfg.model),
+        regularizers=list((cfg.get("regularizer") or {}).keys()),
+        seed=cfg.get("seed"),
+        config=config_record(cfg),
+        wall_time_s=round(time.time() - started, 3),
+        versions=versions(),
+    )
+    write_json_atomic(path, record)
+    log.error("run failed; recorded in %s", path)
+    return path
 
 
 def report(record: dict[str, Any], run_dir: Path) -> None:
@@ -216,14 +222,26 @@ def report(record: dict[str, Any], run_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(cfg.paths.run_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    started = time.time()
     try:
         record = run(cfg)
     except ConfigError as exc:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            log.error("error: %s", exc)
-            raise  # the sweep goes on; Hydra reports the failed job at the end
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        if not multirun:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        # In a sweep, one bad point must not stop the others (Hydra's basic sweeper re-raises
+        # the first failure before on_multirun_end, so no leaderboard would be printed): the
+        # job is recorded as failed, the sweep goes on, and the leaderboard callback lists it
+        # and makes the multirun exit non-zero.
+        log.error("error: %s", exc)
+        record_failure(cfg, run_dir, exc, started)
+        return None
+    except (Exception, SystemExit) as exc:
+        if not multirun:
+            raise
+        log.error("job failed, the sweep goes on: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        return None
     if record is None:  # a DDP worker process; rank 0 reports
         return None
     report(record, run_dir)

@@ -149,3 +149,48 @@ def test_ddp_on_cpu_writes_one_record_over_whole_splits(tmp_path: Path):
         probs, labels = f["probs"], f["labels"]
     assert len(labels) == DigitsDataModule().split_sizes()["test"]  # not a per-rank shard
     assert record["metrics"]["test/acc"] == pytest.approx((probs.argmax(1) == labels).mean())
+
+
+BOOM = '''
+import sys
+
+from bench.regularizers.base import Regularizer
+
+
+class Boom(Regularizer):
+    """code 0: nothing; > 0: sys.exit(code) when the run is set up; < 0: raise RuntimeError."""
+
+    def __init__(self, code: int = 0) -> None:
+        self.code = code
+
+    def setup(self, datamodule, model) -> None:
+        if self.code > 0:
+            sys.exit(self.code)
+        if self.code < 0:
+            raise RuntimeError("boom")
+'''
+
+
+def test_failing_jobs_do_not_stop_the_sweep_and_make_it_exit_non_zero(tmp_path: Path):
+    """One job raises, one exits through SystemExit: both are recorded as failed, the third
+    completes, the leaderboard shows it and lists both failures, and the multirun exits 1."""
+    (tmp_path / "boom.py").write_text(BOOM)
+    proc = run_cli(
+        "--multirun",
+        "+regularizer.boom._target_=boom.Boom",
+        "+regularizer.boom.code=0,3,-1",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        "evaluation.shift.corruptions=[]",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    records = sorted((tmp_path / "out" / "multiruns").glob("*/*/*/results.json"))
+    statuses = [json.loads(p.read_text())["status"] for p in records]
+    assert statuses == ["completed", "failed", "failed"]
+    errors = [json.loads(p.read_text())["error"] for p in records[1:]]
+    assert errors == ["SystemExit: 3", "RuntimeError: boom"]
+    assert "1 completed runs" in proc.stdout and proc.stdout.count("left out (failed)") == 2
+    assert "2 of 3 jobs failed" in proc.stderr
