@@ -16,6 +16,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from bench.callbacks.epoch_log import EpochLog, progress_bar_enabled
 from bench.errors import ConfigError
 from bench.module import BenchModule
 from bench.regularizers.base import Regularizer
@@ -142,6 +143,13 @@ def build_trainer(
     callbacks += [
         cb for reg in regularizers for cb in reg.callbacks() if type(cb) not in configured
     ]
+    # auto: the bar on a terminal, one line per epoch in a log file (Slurm, joblib, CI).
+    setting = cfg.trainer.get("enable_progress_bar", "auto")
+    bar = progress_bar_enabled(setting)
+    if setting == "auto" and not bar:  # false: neither bar nor lines (a quiet sweep)
+        callbacks.append(EpochLog())
     logger = (build_loggers(cfg) or False) if loggers else False
-    trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
+    trainer = build(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=logger, enable_progress_bar=bar
+    )
     return module, trainer

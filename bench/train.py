@@ -27,6 +27,7 @@ from bench.leaderboard.configs import flatten
 from bench.members import fit_members, member_seed
 from bench.module import BenchModule
 from bench.plots import reliability_diagram
+from bench.quiet import quiet_libraries
 from bench.record import failed_record, run_record
 from bench.regularizers.base import sparsity
 from bench.results import (
@@ -168,6 +169,7 @@ def write_plots(evaluation: Evaluation, run_dir: Path, enabled: bool, title: str
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     """``train`` plus the failure record: a crash is written down, never a completed one lost."""
+    quiet_libraries()
     run_dir = Path(cfg.paths.run_dir)
     started = time.time()
     try:

@@ -28,6 +28,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ensemble.members": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "ensemble.bootstrap": (lambda v: isinstance(v, bool), "true or false"),
     "trainer.max_epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "trainer.enable_progress_bar": (
+        lambda v: v is True or v is False or v == "auto",
+        "auto (a bar on a terminal, one line per epoch otherwise), true or false",
+    ),
     "trainer.accumulate_grad_batches": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "optimizer.lr": (lambda v: _is_number(v) and v > 0, "a number > 0"),
     "optimizer.momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
