@@ -31,10 +31,6 @@ class Standardizer:
         self.std: np.ndarray | None = None  # float32, constant features set to 1
         self.constant: np.ndarray | None = None  # bool: training std below MIN_STD
 
-    @property
-    def is_fitted(self) -> bool:
-        return self.mean is not None
-
     def fit(self, x_raw: np.ndarray) -> Standardizer:
         """Statistics of the raw training inputs ``(N, *sample_shape)``; returns ``self``.
 
