@@ -23,12 +23,11 @@ from bench.build import build, build_network, build_trainer, config_record, targ
 from bench.errors import ConfigError
 from bench.eval_plan import EvalPlan, build_predictors, plan_evaluation
 from bench.evaluate import Evaluation, evaluate
-from bench.leaderboard.configs import flatten
 from bench.members import fit_members, member_seed
 from bench.module import BenchModule
 from bench.plots import reliability_diagram
 from bench.quiet import quiet_libraries
-from bench.record import failed_record, run_record
+from bench.record import failed_record, flatten, run_record
 from bench.regularizers.base import sparsity
 from bench.results import (
     RESULTS_FILE,
