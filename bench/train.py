@@ -110,9 +110,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     for reg in module.regularizers:
         extras.update(reg.summary(module.model))
     if len(modules) > 1:
-        seeds = [member_seed(int(cfg.seed), k) for k in range(len(modules))]
-        extras["ensemble"] = {"members": len(modules), "bootstrap": cfg.ensemble.bootstrap}
-        extras["ensemble"]["seeds"] = seeds
+        extras["ensemble"] = {
+            "members": len(modules),
+            "bootstrap": bool(cfg.ensemble.bootstrap),
+            "seeds": [member_seed(int(cfg.seed), k) for k in range(len(modules))],
+        }
     if plots:
         extras["plots"] = {name: path.name for name, path in plots.items()}
     extras["timing"] = {k: round(v, 3) for k, v in timing.items()}
@@ -134,19 +136,25 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         diverged_at=diverged_at,
     )
     write_json_atomic(run_dir / RESULTS_FILE, record)
+    finish_loggers(trainer, record, plots)
+    return record
+
+
+def finish_loggers(trainer: L.Trainer, record: dict[str, Any], plots: dict[str, Path]) -> None:
+    """Final metrics (and, for wandb, the summary, the flat config and the plots), then close
+    each logger's run — a wandb run per job, also in a multirun sweep."""
     for lg in trainer.loggers:
         lg.log_metrics({f"final/{k}": v for k, v in record["metrics"].items()}, trainer.global_step)
-        run = getattr(lg, "experiment", None)
-        if hasattr(run, "summary") and hasattr(run, "config"):  # wandb: flat config, summary
-            run.config.update(flatten(record["config"]), allow_val_change=True)
-            run.summary.update(record["metrics"])
-        for name, path in plots.items():
-            if hasattr(lg, "log_image"):  # wandb
+        experiment = getattr(lg, "experiment", None)
+        if hasattr(experiment, "summary") and hasattr(experiment, "config"):  # wandb
+            experiment.config.update(flatten(record["config"]), allow_val_change=True)
+            experiment.summary.update(record["metrics"])
+        if hasattr(lg, "log_image"):  # wandb
+            for name, path in plots.items():
                 lg.log_image(key=f"plots/{name}", images=[str(path)])
         lg.save()
-        if hasattr(lg, "experiment") and hasattr(lg.experiment, "finish"):
-            lg.experiment.finish()  # a wandb run per job, also in a multirun sweep
-    return record
+        if hasattr(experiment, "finish"):
+            experiment.finish()
 
 
 def model_name(module: BenchModule) -> str:
