@@ -37,6 +37,7 @@ from bench.results import (
     write_json_atomic,
     write_npz_atomic,
 )
+from bench.threads import configure_threads
 from bench.uncertainty.base import OutputHead
 from bench.uncertainty.ensemble import Ensemble
 from bench.validation import validate_config
@@ -177,6 +178,7 @@ def write_plots(evaluation: Evaluation, run_dir: Path, enabled: bool, title: str
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     """``train`` plus the failure record: a crash is written down, never a completed one lost."""
     quiet_libraries()
+    configure_threads(cfg)  # parallel jobs share the cores instead of oversubscribing them
     run_dir = Path(cfg.paths.run_dir)
     started = time.time()
     try:
