@@ -22,7 +22,7 @@ from torch import nn
 
 from bench.data.shift import corrupt
 from bench.metrics import classification_metrics, ood_metrics, regression_metrics
-from bench.uncertainty.base import OutputHead, Prediction, Predictor, network_outputs
+from bench.uncertainty.base import OutputHead, Prediction, Predictor
 from bench.uncertainty.ensemble import diversity
 
 # Metrics kept for the train and validation splits (the gap); the test split keeps them all.
@@ -67,15 +67,6 @@ def score(pred: Prediction, target: torch.Tensor, task: str) -> dict[str, float]
     return regression_metrics(pred.mean, pred.var, target)
 
 
-def homoscedastic_variance(
-    network: nn.Module, x: torch.Tensor, y: torch.Tensor, head: OutputHead, size: int
-) -> float:
-    """Training MSE in original units: the predictive variance of a network without a
-    variance head (the maximum-likelihood noise level of a Gaussian fitted to its residuals)."""
-    mean, _ = head.mean_var(network_outputs(network, batches(x, size)))
-    return ((mean - y) ** 2).mean().item()
-
-
 def evaluate(
     networks: Sequence[nn.Module],
     head: OutputHead,
@@ -83,7 +74,9 @@ def evaluate(
     predictors: Sequence[Predictor],
     settings: EvalSettings,
 ) -> Evaluation:
-    """Metrics of every predictor on every split and extra set, and the arrays to save."""
+    """Metrics of every predictor on every split and extra set, and the arrays to save.
+
+    ``head`` comes from ``OutputHead.for_run`` (it carries the homoscedastic noise level)."""
     task, size = head.task, settings.batch_size
     data = {}
     for split in dict.fromkeys([*settings.splits, "val", "test"]):  # val fits, test reports
@@ -91,10 +84,6 @@ def evaluate(
         if task == "regression":
             y = y.double().cpu() * head.target_std + head.target_mean  # original units
         data[split] = (x, y.cpu())
-    if task == "regression" and not head.heteroscedastic:
-        x, y = datamodule.tensors["train"]
-        y = y.double().cpu() * head.target_std + head.target_mean
-        head.noise_var = homoscedastic_variance(networks[0], x, y, head, size)
 
     test_x, test_y = data["test"]
     shifted = shifted_sets(datamodule, test_x, test_y, settings)

@@ -82,13 +82,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     predictors = build_predictors(cfg, trainer.callbacks)
     if len(modules) > 1:
         predictors.append(Ensemble())
-    head = OutputHead(
-        task=datamodule.task,
-        heteroscedastic=bool(cfg.heteroscedastic),
-        target_mean=float(datamodule.target_mean),
-        target_std=float(datamodule.target_std),
-    )
     networks = [m.model for m in modules]
+    head = OutputHead.for_run(networks[0], datamodule.task, bool(cfg.heteroscedastic), datamodule)
     evaluation = evaluate(networks, head, datamodule, predictors, plan.settings(datamodule))
     write_npz_atomic(run_dir / "predictions.npz", evaluation.arrays)
     evaluated = time.time()

@@ -59,6 +59,11 @@ def run_cli(
     )
 
 
+def sweep_records(cwd: Path) -> list[Path]:
+    """The ``results.json`` of every job of the ``--multirun`` sweeps ``run_cli`` ran in ``cwd``."""
+    return sorted((cwd / "out" / "multiruns").glob("*/*/*/results.json"))
+
+
 @pytest.fixture(scope="session")
 def dropout_digits_run(tmp_path_factory) -> tuple[Path, dict]:
     """One digits MLP with dropout, scored by every predictor (8 MC samples), shared by tests."""

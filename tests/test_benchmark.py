@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from tests.conftest import CONF_DIR, run_cli
+from tests.conftest import CONF_DIR, run_cli, sweep_records
 
 GRID = sorted(p.stem for p in (CONF_DIR / "grid").glob("*.yaml"))
 
@@ -47,7 +47,7 @@ def test_the_benchmark_sweep_ends_with_both_leaderboards(tmp_path: Path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    records = sorted((tmp_path / "out" / "multiruns").glob("*/*/*/results.json"))
+    records = sweep_records(tmp_path)
     assert len(records) == len(GRID)
     assert all(json.loads(p.read_text())["status"] == "completed" for p in records)
     assert "Generalization gap" in proc.stdout and "Calibration" in proc.stdout

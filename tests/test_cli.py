@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, sweep_records
 
 SECRET = "sk-test-9f8e7d6c5b4a"
 
@@ -92,7 +92,7 @@ def test_multirun_sweep_writes_one_record_per_job_and_ends_with_the_leaderboards
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    records = sorted((tmp_path / "out" / "multiruns").glob("*/*/*/results.json"))
+    records = sweep_records(tmp_path)
     assert [json.loads(p.read_text())["regularizers"] for p in records] == [[], ["l2"]]
     sweep = records[0].parent.parent
     for record, name in zip(
@@ -187,7 +187,7 @@ def test_failing_jobs_do_not_stop_the_sweep_and_make_it_exit_non_zero(tmp_path: 
         env={"PYTHONPATH": str(tmp_path)},
     )
     assert proc.returncode == 1, proc.stderr[-3000:]
-    records = sorted((tmp_path / "out" / "multiruns").glob("*/*/*/results.json"))
+    records = sweep_records(tmp_path)
     statuses = [json.loads(p.read_text())["status"] for p in records]
     assert statuses == ["completed", "failed", "failed"]
     errors = [json.loads(p.read_text())["error"] for p in records[1:]]

@@ -9,13 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-import torch
 
 from bench.data.checks import is_int
 from bench.errors import ConfigError
 from bench.metrics import classification_metrics, regression_metrics
 from bench.uncertainty.base import OutputHead
-from bench.uncertainty.deterministic import Deterministic
 from bench.uncertainty.mc_dropout import KEY, MCDropout, check_stochastic, predict_split
 
 
@@ -73,14 +71,7 @@ def validation_metrics(predictor: MCDropout, module: Any, datamodule: Any) -> di
     """MC-dropout NLL and ECE (regression: NLL and RMSE, original units) on the validation
     split. Without a variance head the aleatoric variance is the training MSE of the eval-mode
     network, as in the final evaluation."""
-    head = OutputHead(
-        task=module.task,
-        heteroscedastic=bool(module.heteroscedastic),
-        target_mean=float(datamodule.target_mean),
-        target_std=float(datamodule.target_std),
-    )
-    if not head.classification and not head.heteroscedastic:
-        head.noise_var = training_mse(module.model, head, datamodule)
+    head = OutputHead.for_run(module.model, module.task, bool(module.heteroscedastic), datamodule)
     predictor.fit([module.model], head)
     prediction, targets = predict_split(predictor, datamodule.eval_dataloader("val"))
     if head.classification:
@@ -89,12 +80,3 @@ def validation_metrics(predictor: MCDropout, module: Any, datamodule: Any) -> di
     targets = targets.double() * head.target_std + head.target_mean
     metrics = regression_metrics(prediction.mean, prediction.var, targets)
     return {"nll": metrics["nll"], "rmse": metrics["rmse"]}
-
-
-def training_mse(network: torch.nn.Module, head: OutputHead, datamodule: Any) -> float:
-    """Mean squared error of the eval-mode network on the training split, original units."""
-    deterministic = Deterministic()
-    deterministic.fit([network], head)
-    prediction, targets = predict_split(deterministic, datamodule.eval_dataloader("train"))
-    y = targets.double() * head.target_std + head.target_mean
-    return float(((prediction.mean - y) ** 2).mean())

@@ -39,6 +39,26 @@ class OutputHead:
     target_std: float = 1.0
     noise_var: float = math.nan
 
+    @classmethod
+    def for_run(
+        cls, network: nn.Module, task: str, heteroscedastic: bool, datamodule
+    ) -> OutputHead:
+        """The head of a trained run: the datamodule's target scale and, without a variance
+        head, the training MSE of ``network`` in eval mode (the maximum-likelihood noise level
+        of a Gaussian fitted to its residuals) as the predictive variance."""
+        head = cls(
+            task=task,
+            heteroscedastic=heteroscedastic,
+            target_mean=float(datamodule.target_mean),
+            target_std=float(datamodule.target_std),
+        )
+        if task == "regression" and not heteroscedastic:
+            x, y = datamodule.tensors["train"]
+            mean, _ = head.mean_var(network_outputs(network, x.split(datamodule.eval_batch_size)))
+            y = y.double().cpu() * head.target_std + head.target_mean
+            head.noise_var = ((mean - y) ** 2).mean().item()
+        return head
+
     @property
     def classification(self) -> bool:
         return self.task == "classification"
