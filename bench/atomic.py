@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the same directory, then a rename.
+"""Atomic file writes: a temporary file in the same directory, fsync, a rename, fsync of the
+directory.
 
 Readers (a leaderboard over a sweep that is still running, a crashed job's neighbour) never see
 half a file. Standard library only, so the torch-free leaderboard can use it too.
@@ -33,6 +34,17 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable: a node that crashes right after it (not just a killed
+    process) must not come back with the old file."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -6,6 +6,7 @@ component's ``ConfigError`` into one line naming its config key.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -17,10 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from bench.callbacks.epoch_log import EpochLog, progress_bar_enabled
+from bench.cluster import cluster_plugins
 from bench.errors import ConfigError
 from bench.module import BenchModule
 from bench.regularizers.base import Regularizer
 from bench.results import scrub
+from bench.resume.callback import ResumeCheckpoint
+from bench.resume.checkpoints import AtomicCheckpointIO
 
 
 def build(node: DictConfig, path: str, **kwargs: Any) -> Any:
@@ -148,8 +152,23 @@ def build_trainer(
     bar = progress_bar_enabled(setting)
     if setting == "auto" and not bar:  # false: neither bar nor lines (a quiet sweep)
         callbacks.append(EpochLog())
+    # Resumable checkpoints for every network of a run (ensemble members too), last in the list
+    # so that Lightning calls it after early stopping and RestoreBest have seen the epoch.
+    callbacks.append(resume_checkpoint(cfg))
     logger = (build_loggers(cfg) or False) if loggers else False
     trainer = build(
-        cfg.trainer, "trainer", callbacks=callbacks, logger=logger, enable_progress_bar=bar
+        cfg.trainer,
+        "trainer",
+        callbacks=callbacks,
+        logger=logger,
+        enable_progress_bar=bar,
+        plugins=[AtomicCheckpointIO(), *cluster_plugins()],
     )
     return module, trainer
+
+
+def resume_checkpoint(cfg: DictConfig) -> ResumeCheckpoint:
+    """Checkpoints under ``<run_dir>/checkpoints`` as ``cfg.checkpoint`` says (validated in
+    ``bench.validation``)."""
+    every, keep = cfg.checkpoint.every_n_epochs, cfg.checkpoint.keep
+    return ResumeCheckpoint(Path(cfg.paths.run_dir) / "checkpoints", every, keep)

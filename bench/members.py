@@ -7,13 +7,19 @@ derived from (seed, k), checkpoints under ``members/<k>/``, and no loggers of th
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 from omegaconf import DictConfig, open_dict
 
 from bench.build import build_network, build_trainer
 from bench.module import BenchModule
+from bench.resume.callback import ResumeCheckpoint
+from bench.resume.checkpoints import latest_valid
+
+log = logging.getLogger("bench")
 
 
 def member_seed(seed: int, k: int) -> int:
@@ -41,7 +47,7 @@ def fit_members(cfg: DictConfig, run_dir: Path, datamodule, module, trainer) -> 
     """
     bootstrap = bool(cfg.ensemble.bootstrap)
     datamodule.set_bootstrap(cfg.seed if bootstrap else None)
-    trainer.fit(module, datamodule=datamodule)
+    fit(trainer, module, datamodule)
     modules = [module]
     if not trainer.is_global_zero:
         return modules
@@ -52,7 +58,21 @@ def fit_members(cfg: DictConfig, run_dir: Path, datamodule, module, trainer) -> 
         member_module, member_trainer = build_trainer(
             member, datamodule, model, regularizers, loggers=False
         )
-        member_trainer.fit(member_module, datamodule=datamodule)
+        fit(member_trainer, member_module, datamodule)
         modules.append(member_module)
     datamodule.set_bootstrap(None)
     return modules
+
+
+def fit(trainer: L.Trainer, module: BenchModule, datamodule: L.LightningDataModule) -> None:
+    """``trainer.fit``, from the newest valid checkpoint of this network when there is one.
+
+    A run directory holds checkpoints only when an earlier start of the same run stopped
+    (``bench.train.prepare`` clears those of a failed run); ``latest_valid`` raises rather
+    than start from nothing when every checkpoint is damaged.
+    """
+    (callback,) = [cb for cb in trainer.callbacks if isinstance(cb, ResumeCheckpoint)]
+    ckpt = latest_valid(callback.dirpath)
+    if ckpt is not None:
+        log.info("resuming from %s", ckpt)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)

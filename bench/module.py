@@ -52,6 +52,7 @@ class BenchModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.diverged_at: tuple[int, int] | None = None  # (epoch, step), 0-based
+        self._lr_logged_for: int | None = None  # the epoch whose learning rate was logged
         if hparams is not None:
             self.save_hyperparameters(hparams)
 
@@ -102,14 +103,19 @@ class BenchModule(L.LightningModule):
     def on_train_start(self) -> None:
         # Every DDP rank was seeded alike; give each its own stream for dropout masks and batch
         # transforms (the batch order stays shared and is sharded by the loader).
+        # A resumed DDP run (checkpoints hold rank 0's streams) draws fresh ones per rank from
+        # its step: reproducible, though not bit-identical to an uninterrupted run.
         if self.trainer.world_size > 1:
-            torch.manual_seed(torch.initial_seed() + self.global_rank)
+            torch.manual_seed(torch.initial_seed() + self.global_rank + 7919 * self.global_step)
 
-    def on_train_epoch_start(self) -> None:
-        # The learning rate this epoch trains with (schedulers step once per epoch).
-        if self._trainer is not None and self.trainer.optimizers:
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            self.log("fit/lr", float(lr), on_step=False, on_epoch=True, sync_dist=True)
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # The learning rate this epoch trains with (schedulers step once per epoch), logged at
+        # the first batch this process trains in the epoch — not at epoch start, which a run
+        # resumed mid-epoch does not go through.
+        if self._lr_logged_for != self.current_epoch and self.trainer.optimizers:
+            self._lr_logged_for = self.current_epoch
+            lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+            self.log("fit/lr", lr, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
         for reg in self.regularizers:

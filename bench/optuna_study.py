@@ -1,14 +1,12 @@
 """Keep an Optuna study in its sweep directory and continue it (``hydra/sweeper=optuna_strength``).
 
 hydra-optuna-sweeper (1.3) opens its ``storage`` before any job runs, that is before a launcher
-has made the sweep directory, and SQLite cannot create a file in a missing directory; and it
-numbers the jobs of every invocation from 0, so continuing a stored study would write its 4th
-trial into job directory ``0``, over the first trial's record. This callback, run by Hydra when
-the multirun starts, makes the directory and, for a study that already holds n trials, names
-the new job directories ``n+0``, ``n+1``, ... (trial n, n+1, ...) through a Hydra override, the
-way ``bench.secrets`` rewrites overrides, since the sweeper itself is a plugin Hydra will only
-load from the ``hydra_plugins`` package. It also moves the sampler's seed on by n: the same
-seed would draw the first invocation's points again (TPE starts with seeded random trials).
+has made the sweep directory, and SQLite cannot create a file in a missing directory. This
+callback, run by Hydra when the multirun starts, makes the directory; for a study that already
+holds n trials it moves the sampler's seed on by n, since the same seed would draw the first
+invocation's points again (TPE starts with seeded random trials). The sweeper numbers the jobs
+of every invocation from 0, but job directories are named by configuration
+(``bench.resume.identity``), so a continued study's trials never land on earlier ones.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ def stored_trials(storage: str, study_name: str) -> int:
 
 
 class StudyDirCallback(Callback):
-    """Make the sweep directory for the study's storage; number a continued study's jobs on."""
+    """Make the sweep directory for the study's storage; move a continued study's seed on."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -44,8 +42,6 @@ class StudyDirCallback(Callback):
             return
         log.info("study %s holds %d trials; continuing it", sweeper.study_name, done)
         with read_write(config), open_dict(config):
-            # Every job's config is composed again from these overrides (load_sweep_config)...
-            config.hydra.overrides.hydra.append(f"hydra.sweep.subdir='{done}+${{hydra.job.num}}'")
-            # ...while Hydra builds the sweeper from this very config, after this callback.
+            # Hydra builds the sweeper from this very config, after this callback.
             if sweeper.sampler.get("seed") is not None:
                 sweeper.sampler.seed = int(sweeper.sampler.seed) + done

@@ -33,6 +33,22 @@ WARNINGS: list[tuple[str, type[Warning], str]] = [
         PossibleUserWarning,
         r"lightning\.pytorch\.loops\.fit_loop\Z",
     ),
+    # On a machine with Slurm's tools (a login node, CI), every local run was told to prepend
+    # `srun`; regbench submits to Slurm through submitit (hydra/launcher=slurm), whose jobs do
+    # run under srun, so the hint only ever misdirects.
+    (
+        r"The `srun` command is available on your system but is not used",
+        PossibleUserWarning,
+        r"lightning\.fabric\.plugins\.environments\.slurm\Z",
+    ),
+    # A mid-epoch checkpoint of ours carries the data order and position, and the datamodule
+    # skips the batches already trained on (bench/resume/callback.py); Lightning cannot see
+    # that through its own `state_dict` protocol, which it only consults mid-epoch.
+    (
+        r"You're resuming from a checkpoint that ended before the epoch ended",
+        PossibleUserWarning,
+        r"lightning\.pytorch\.loops\.training_epoch_loop\Z",
+    ),
 ]
 
 # Lightning's info lines (logger "lightning.pytorch.utilities.rank_zero") dropped by prefix. The

@@ -17,7 +17,9 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
-STATUSES = ("completed", "diverged", "failed")
+STATUSES = ("completed", "diverged", "failed", "interrupted")
+# Records without metrics: the run did not finish.
+UNFINISHED = ("failed", "interrupted")
 
 
 class RecordError(ValueError):
@@ -63,9 +65,29 @@ def run_record(
     return check(record)
 
 
-def failed_record(
+def failed_record(*, error: str, **what: Any) -> dict[str, Any]:
+    """The record of a run that raised: what was asked for and the error, no metrics.
+
+    ``what``: ``dataset``, ``model``, ``regularizers``, ``seed``, ``config``, ``wall_time_s``,
+    ``versions`` (any may be None but ``config``: it may have died before they were known).
+    """
+    return _unfinished("failed", {"error": error}, **what)
+
+
+def interrupted_record(
+    *, signal: str, epoch: int, step: int, checkpoint: str | None, **what: Any
+) -> dict[str, Any]:
+    """The record of a run stopped by a signal: where it stopped and what it resumes from
+    (``checkpoint``, relative to the run directory; null when it stopped before the first).
+    ``what`` as for :func:`failed_record`."""
+    where = {"signal": signal, "epoch": epoch, "step": step, "checkpoint": checkpoint}
+    return _unfinished("interrupted", {"interrupted": where}, **what)
+
+
+def _unfinished(
+    status: str,
+    detail: Mapping[str, Any],
     *,
-    error: str,
     dataset: str | None,
     model: str | None,
     regularizers: Sequence[str],
@@ -74,12 +96,12 @@ def failed_record(
     wall_time_s: float,
     versions: Mapping[str, str],
 ) -> dict[str, Any]:
-    """The record of a run that raised: what was asked for and the error, no metrics."""
+    """A record without metrics, in the same schema as a finished one (leaderboards list it)."""
     return check(
         {
             "schema_version": SCHEMA_VERSION,
-            "status": "failed",
-            "error": error,
+            "status": status,
+            **detail,
             "dataset": dataset,
             "model": model,
             "regularizers": list(regularizers),
@@ -110,7 +132,8 @@ def _is_str_list(x: Any) -> bool:
 
 
 # field -> (check, what it must be), for completed and diverged records. A failed record needs
-# only status, error and config: it may have died before the dataset or seed were known.
+# only status, error and config (it may have died before the dataset or seed were known); an
+# interrupted one status, interrupted and config.
 _REQUIRED = {
     "status": (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
     "dataset": (lambda v: isinstance(v, str), "a string"),
@@ -128,6 +151,10 @@ _OPTIONAL = {
     "versions": (lambda v: isinstance(v, dict), "an object"),
     "error": (lambda v: isinstance(v, str), "a string"),
     "diverged_at": (lambda v: isinstance(v, dict) and _is_int(v.get("epoch")), "{epoch, step}"),
+    "interrupted": (
+        lambda v: isinstance(v, dict) and _is_int(v.get("epoch")) and _is_int(v.get("step")),
+        "{signal, epoch, step, checkpoint}",
+    ),
 }
 
 
@@ -141,12 +168,25 @@ def validate(record: Any) -> list[str]:
     if version > SCHEMA_VERSION:
         return [f"schema_version {version} is newer than this reader's {SCHEMA_VERSION}"]
     failed = record.get("status") == "failed"
-    required = ("status", "config") if failed else _REQUIRED
+    interrupted = record.get("status") == "interrupted"
+    required = (
+        ("status", "config")
+        if failed
+        else ("status", "config", "interrupted")
+        if interrupted
+        else _REQUIRED
+    )
     missing = [k for k in required if k not in record]
     if missing:
         return [f"missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}"]
     fields = {**_REQUIRED, **_OPTIONAL}
-    checked = ("status", "config", "error") if failed else fields
+    checked = (
+        ("status", "config", "error")
+        if failed
+        else ("status", "config", "interrupted")
+        if interrupted
+        else fields
+    )
     problems = [
         f"{key} must be {fields[key][1]}, got {_short(record[key])}"
         for key in checked

@@ -25,6 +25,9 @@ def _is_number(v: Any) -> bool:
 # key → (predicate, what is allowed). Missing keys are skipped: not every optimizer has momentum.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "resume": (lambda v: isinstance(v, bool), "true or false"),
+    "checkpoint.every_n_epochs": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "checkpoint.keep": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "ensemble.members": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "ensemble.bootstrap": (lambda v: isinstance(v, bool), "true or false"),
     "trainer.max_epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
@@ -60,8 +60,15 @@ def run_cli(
 
 
 def sweep_records(cwd: Path) -> list[Path]:
-    """The ``results.json`` of every job of the ``--multirun`` sweeps ``run_cli`` ran in ``cwd``."""
-    return sorted((cwd / "out" / "multiruns").glob("*/*/*/results.json"))
+    """The ``results.json`` of every job of the ``--multirun`` sweeps ``run_cli`` ran in ``cwd``,
+    in the order the jobs were launched (run directories are named by config hash)."""
+    return sorted((cwd / "out" / "multiruns").glob("*/*/results.json"), key=job_number)
+
+
+def job_number(record: Path) -> int:
+    """Hydra's ``job.num`` of the job that wrote ``record`` (from its ``.hydra/hydra.yaml``)."""
+    hydra_cfg = OmegaConf.load(record.parent / ".hydra" / "hydra.yaml")
+    return int(hydra_cfg.hydra.job.num)
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ def test_default_run_end_to_end_offline(tmp_path: Path):
         "trainer.max_epochs=2", "trainer.enable_progress_bar=false", cwd=tmp_path, env=env
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = list((tmp_path / "out" / "runs").glob("*/*/results.json"))
+    results = list((tmp_path / "out" / "runs").glob("*/results.json"))
     assert len(results) == 1
     run_dir = results[0].parent
     assert f"results: {results[0]}" in proc.stdout
@@ -143,7 +143,7 @@ def test_ddp_on_cpu_writes_one_record_over_whole_splits(tmp_path: Path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("results: ") == 1  # rank 0 reports, the worker does not
-    (results,) = (tmp_path / "out" / "runs").glob("*/*/results.json")
+    (results,) = (tmp_path / "out" / "runs").glob("*/results.json")
     record = json.loads(results.read_text())
     with np.load(results.parent / "predictions.npz", allow_pickle=False) as f:
         probs, labels = f["probs"], f["labels"]
@@ -154,31 +154,48 @@ def test_ddp_on_cpu_writes_one_record_over_whole_splits(tmp_path: Path):
 BOOM = '''
 import sys
 
+import torch
+
 from bench.regularizers.base import Regularizer
+
+NAN_STEP = 4
 
 
 class Boom(Regularizer):
-    """code 0: nothing; > 0: sys.exit(code) when the run is set up; < 0: raise RuntimeError."""
+    """code 0: nothing; > 0: sys.exit(code) when the run is set up; -1: raise RuntimeError;
+    -2: raise KeyboardInterrupt (from code, not Ctrl-C); -99: a NaN penalty at training step
+    NAN_STEP (0-based)."""
 
     def __init__(self, code: int = 0) -> None:
         self.code = code
+        self.steps = 0
 
     def setup(self, datamodule, model) -> None:
         if self.code > 0:
             sys.exit(self.code)
-        if self.code < 0:
+        if self.code == -1:
             raise RuntimeError("boom")
+        if self.code == -2:
+            raise KeyboardInterrupt("from a library")
+
+    def penalty(self, model):
+        self.steps += 1
+        if self.code == -99 and self.steps == NAN_STEP + 1:
+            return torch.tensor(float("nan"))
+        return None
 '''
 
 
 def test_failing_jobs_do_not_stop_the_sweep_and_make_it_exit_non_zero(tmp_path: Path):
-    """One job raises, one exits through SystemExit: both are recorded as failed, the third
-    completes, the leaderboard shows it and lists both failures, and the multirun exits 1."""
+    """One job raises, one exits through SystemExit, one raises KeyboardInterrupt from code: all
+    recorded as failed; one hits a NaN loss at step 4: diverged, stopped at that very step; the
+    first completes. The leaderboard shows the usable runs and lists the failures, and the
+    multirun exits 1."""
     (tmp_path / "boom.py").write_text(BOOM)
     proc = run_cli(
         "--multirun",
         "+regularizer.boom._target_=boom.Boom",
-        "+regularizer.boom.code=0,3,-1",
+        "+regularizer.boom.code=0,3,-1,-99,-2",
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
         "logger=csv",
@@ -189,8 +206,9 @@ def test_failing_jobs_do_not_stop_the_sweep_and_make_it_exit_non_zero(tmp_path: 
     assert proc.returncode == 1, proc.stderr[-3000:]
     records = sweep_records(tmp_path)
     statuses = [json.loads(p.read_text())["status"] for p in records]
-    assert statuses == ["completed", "failed", "failed"]
-    errors = [json.loads(p.read_text())["error"] for p in records[1:]]
-    assert errors == ["SystemExit: 3", "RuntimeError: boom"]
-    assert "1 completed runs" in proc.stdout and proc.stdout.count("left out (failed)") == 2
-    assert "2 of 3 jobs failed" in proc.stderr
+    assert statuses == ["completed", "failed", "failed", "diverged", "failed"]
+    assert json.loads(records[3].read_text())["diverged_at"] == {"epoch": 1, "step": 4}
+    errors = [json.loads(records[k].read_text())["error"] for k in (1, 2, 4)]
+    assert errors == ["SystemExit: 3", "RuntimeError: boom", "KeyboardInterrupt: from a library"]
+    assert "1 completed runs" in proc.stdout and proc.stdout.count("left out (failed)") == 3
+    assert "3 of 5 jobs failed or were interrupted" in proc.stderr

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.errors import ConfigError
 from bench.threads import configure_threads, launcher_share
-from tests.conftest import run_cli
+from tests.conftest import run_cli, sweep_records
 
 TINY = [
     "trainer.max_epochs=1",
@@ -92,7 +92,7 @@ def job_threads(job_dir: Path) -> tuple[int, str, int]:
 
 
 def sweep_dir(tmp_path: Path) -> Path:
-    (sweep,) = (tmp_path / "out" / "multiruns").glob("*/*")
+    (sweep,) = (tmp_path / "out" / "multiruns").glob("*")
     return sweep
 
 
@@ -104,7 +104,7 @@ def test_parallel_launcher_runs_jobs_in_separate_processes_with_a_share_of_cores
         cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = [sweep_dir(tmp_path) / str(k) for k in (0, 1)]
+    jobs = [path.parent for path in sweep_records(tmp_path)]
     records = [json.loads((job / "results.json").read_text()) for job in jobs]
     assert [(r["seed"], r["status"]) for r in records] == [(0, "completed"), (1, "completed")]
     seen = [job_threads(job) for job in jobs]
@@ -119,11 +119,12 @@ def test_local_submitit_launcher_completes_a_sweep(tmp_path: Path):
     proc = run_cli("--multirun", "hydra/launcher=local", "seed=0,1", *TINY, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = sweep_dir(tmp_path)
-    records = [json.loads((sweep / str(k) / "results.json").read_text()) for k in (0, 1)]
+    jobs = [path.parent for path in sweep_records(tmp_path)]
+    records = [json.loads((job / "results.json").read_text()) for job in jobs]
     assert [(r["seed"], r["status"]) for r in records] == [(0, "completed"), (1, "completed")]
     # submitit's own per-job logs show the jobs went through its executor, one thread each
     assert len(list((sweep / ".submitit").glob("*/*_log.out"))) == 2
-    assert [job_threads(sweep / str(k))[:2] for k in (0, 1)] == [
+    assert [job_threads(job)[:2] for job in jobs] == [
         (1, "submitit cpus_per_task=1"),
         (1, "submitit cpus_per_task=1"),
     ]

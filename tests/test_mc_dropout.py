@@ -370,7 +370,7 @@ def test_regression_decomposition_in_original_units(heteroscedastic: bool):
 # --- the callback and the dropout regularizer's hook -----------------------------------------
 def test_callbacks_group_composes_and_the_regularizer_selects_mc(tmp_path: Path):
     cfg = make_cfg(tmp_path, "+callbacks=mc_dropout", "callbacks.mc_dropout.samples=7")
-    assert set(cfg.callbacks) == {"model_checkpoint", "mc_dropout"}
+    assert set(cfg.callbacks) == {"mc_dropout"}
     callback = instantiate(cfg.callbacks.mc_dropout)
     assert (callback.samples, callback.every_n_epochs, callback.memory_mb) == (7, 0, None)
     predictor = callback.predictor()

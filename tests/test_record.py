@@ -15,6 +15,7 @@ from bench.record import (
     RecordError,
     check,
     failed_record,
+    interrupted_record,
     read_record,
     run_record,
     validate,
@@ -86,6 +87,40 @@ def test_failed_record_may_lack_dataset_and_seed():
     )
     assert validate(record) == []
     assert record["status"] == "failed" and record["metrics"] == {}
+
+
+def test_interrupted_record_says_where_and_the_leaderboard_lists_it(tmp_path: Path):
+    from bench.leaderboard.load import load_runs
+
+    record = interrupted_record(
+        signal="SIGUSR2",
+        epoch=3,
+        step=42,
+        checkpoint="checkpoints/e0002-s00000042.ckpt",
+        dataset="digits",
+        model="mlp",
+        regularizers=["l2"],
+        seed=0,
+        config={},
+        wall_time_s=1.5,
+        versions={},
+    )
+    assert validate(record) == [] and record["metrics"] == {}
+    assert record["interrupted"] == {
+        "signal": "SIGUSR2",
+        "epoch": 3,
+        "step": 42,
+        "checkpoint": "checkpoints/e0002-s00000042.ckpt",
+    }
+    broken = {k: v for k, v in record.items() if k != "interrupted"}
+    assert validate(broken) == ["missing field interrupted"]
+    path = tmp_path / "run" / "results.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(record))
+    runs, problems = load_runs([str(path)])
+    assert runs == [] and [(p.kind, p.reason) for p in problems] == [
+        ("interrupted", "interrupted by SIGUSR2 at epoch 3; run again to resume")
+    ]
 
 
 def test_legacy_record_without_schema_version_is_version_1():

@@ -79,7 +79,7 @@ def test_cli_run_writes_the_secret_nowhere(tmp_path: Path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert SECRET not in proc.stdout + proc.stderr
-    (run_dir,) = (tmp_path / "out" / "runs").glob("*/*")
+    (run_dir,) = (tmp_path / "out" / "runs").glob("*")
     assert list(run_dir.glob("wandb/offline-run-*/*.wandb")), "wandb wrote no run"
     assert files_holding(tmp_path / "out", SECRET, ENV_SECRET) == []
 

@@ -47,7 +47,7 @@ def test_sweep_runs_as_slurm_jobs(tmp_path: Path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (sweep,) = (tmp_path / "out" / "multiruns").glob("*/*")
+    (sweep,) = (tmp_path / "out" / "multiruns").glob("*")
     records = sorted(sweep.glob("*/results.json"))
     assert [json.loads(p.read_text())["seed"] for p in records] == [0, 1]
     assert all(json.loads(p.read_text())["status"] == "completed" for p in records)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from bench.data.batches import TensorBatches, make_loader
+from bench.data.batches import TensorBatches, make_loader, restore_order
 from bench.data.checks import is_int, is_real, require, resolve_dir
 from bench.data.splits import Splitter, bootstrap_indices
 from bench.data.standardize import MIN_STD, Standardizer, TargetScaler, standardization_stats
@@ -104,6 +104,7 @@ class ArrayDataModule(L.LightningDataModule, ABC):
         self.standardizer = Standardizer(per_channel=self.standardize_per == "channel")
         self.target_scaler = TargetScaler()
         self.bootstrap_seed: int | None = None
+        self._resume_order: dict | None = None
 
     # ------------------------------------------------------------------ what subclasses provide
 
@@ -328,7 +329,15 @@ class ArrayDataModule(L.LightningDataModule, ABC):
         if self.trainer is not None and self.trainer.world_size > 1:
             seed = self.trainer.strategy.broadcast(seed, src=0)
         generator = torch.Generator().manual_seed(seed)
-        return self._loader("train", self.batch_size, generator, indices=self.bootstrap_indices())
+        loader = self._loader("train", self.batch_size, generator, indices=self.bootstrap_indices())
+        if self._resume_order is not None:  # a resumed run continues the saved order
+            restore_order(loader, self._resume_order)
+            self._resume_order = None
+        return loader
+
+    def resume_order(self, state: dict | None) -> None:
+        """The data order the next ``train_dataloader`` continues (from a checkpoint)."""
+        self._resume_order = state
 
     def val_dataloader(self) -> TensorBatches | DataLoader:
         return self._loader("val", self.eval_batch_size)

@@ -24,6 +24,10 @@ class TensorBatches:
     (training) the index list is first padded by wrapping around, like Lightning's
     ``DistributedSampler``, so every rank runs the same number of steps; otherwise the shards are
     exact (no sample counted twice) and may differ in length by one.
+
+    Resuming mid-epoch (:meth:`order_state`, :meth:`restore_order`): the pass's permutation is
+    drawn again from the generator state it started from and the batches already trained on
+    are skipped, so a resumed run sees exactly the batches an uninterrupted one would.
     """
 
     def __init__(
@@ -45,6 +49,8 @@ class TensorBatches:
         self.n_local = len(range(rank, self._n_padded(n), world_size))
         # batch_size None means one batch holding everything (full-batch gradient descent).
         self.batch_size = batch_size or max(self.n_local, 1)
+        self.pass_start: torch.Tensor | None = None  # generator state before this pass's order
+        self._skip = 0  # batches of the next pass already trained on (a resumed run)
 
     def _n_pass(self) -> int:
         """Samples one pass visits (before distributed padding)."""
@@ -61,6 +67,7 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = self._n_pass()
         if self.generator is not None:
+            self.pass_start = self.generator.get_state()
             order = torch.randperm(n, generator=self.generator)
         else:
             order = torch.arange(n)
@@ -72,9 +79,27 @@ class TensorBatches:
                 order = torch.cat([order, order[:n_pad]])
             order = order[self.rank :: self.world_size]
         order = order.to(self.x.device)
-        for start in range(0, len(order), self.batch_size):
+        skip, self._skip = self._skip, 0
+        for start in range(skip * self.batch_size, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             yield self.x[idx], self.y[idx]
+
+    def order_state(self, consumed: int | None) -> dict[str, torch.Tensor | int] | None:
+        """Where the data order stands after training consumed ``consumed`` batches of the
+        current pass (None: the pass is complete). Lightning fetches a batch ahead of training,
+        so the caller, not this iterator, knows how many batches were trained on."""
+        if self.generator is None:
+            return None
+        if consumed is not None and 0 < consumed < len(self) and self.pass_start is not None:
+            return {"generator": self.pass_start.clone(), "skip": consumed}
+        return {"generator": self.generator.get_state(), "skip": 0}
+
+    def restore_order(self, state: dict[str, torch.Tensor | int] | None) -> None:
+        """Continue the order saved by :meth:`order_state` (before the first pass is drawn)."""
+        if state is None or self.generator is None:
+            return
+        self.generator.set_state(state["generator"])
+        self._skip = int(state["skip"])
 
 
 def make_loader(
@@ -110,3 +135,24 @@ def make_loader(
     index = None if indices is None else torch.from_numpy(indices)
     pad = generator is not None
     return TensorBatches(x, y, batch_size, generator, rank, world_size, pad=pad, indices=index)
+
+
+def order_state(loader: TensorBatches | DataLoader, consumed: int | None) -> dict | None:
+    """The data order of either kind of training loader, to save in a checkpoint.
+
+    A ``DataLoader`` (``in_memory=false``) cannot skip batches, so it resumes only at epoch
+    boundaries: mid-epoch it reports None and the caller keeps its last epoch-end checkpoint.
+    """
+    if isinstance(loader, TensorBatches):
+        return loader.order_state(consumed)
+    generator = getattr(loader, "generator", None)
+    if generator is None or (consumed is not None and 0 < consumed < len(loader)):
+        return None
+    return {"generator": generator.get_state(), "skip": 0}
+
+
+def restore_order(loader: TensorBatches | DataLoader, state: dict | None) -> None:
+    if isinstance(loader, TensorBatches):
+        loader.restore_order(state)
+    elif state is not None and getattr(loader, "generator", None) is not None:
+        loader.generator.set_state(state["generator"])

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from bench.record import RESULTS_FILE, read_record
+from bench.record import RESULTS_FILE, UNFINISHED, read_record
 
 log = logging.getLogger("bench")
 
@@ -56,9 +56,10 @@ def exit_if_jobs_failed(sweep: Path) -> None:
     callback; here the failures are counted from the records and the process exits with 1.
     """
     records = sorted(sweep.rglob(RESULTS_FILE))
-    failed = [p for p in records if (read_record(p)[0] or {}).get("status") == "failed"]
+    status = {p: (read_record(p)[0] or {}).get("status") for p in records}
+    failed = [p for p in records if status[p] in UNFINISHED]
     if failed:
-        print(f"{len(failed)} of {len(records)} jobs failed:", file=sys.stderr)
+        print(f"{len(failed)} of {len(records)} jobs failed or were interrupted:", file=sys.stderr)
         for path in failed:
-            print(f"  {path}", file=sys.stderr)
+            print(f"  {path} ({status[path]})", file=sys.stderr)
         raise SystemExit(1)

@@ -74,6 +74,11 @@ def load_runs(files: Sequence[str]) -> tuple[list[Run], list[Problem]]:
         if record["status"] == "failed":
             problems.append(Problem(path, "failed", f"failed run: {_line(record['error'])}"))
             continue
+        if record["status"] == "interrupted":
+            at = record["interrupted"]
+            why = f"interrupted by {at.get('signal')} at epoch {at['epoch']}; run again to resume"
+            problems.append(Problem(path, "interrupted", why))
+            continue
         run = to_run(record, path)
         key = (run.config_key, run.seed)
         if key in first:

@@ -48,7 +48,8 @@ class Problem:
     """A ``results.json`` left out of the leaderboard.
 
     ``kind`` is one of ``unreadable``, ``malformed``, ``foreign`` (not a regbench record),
-    ``failed`` (``status: failed``) or ``duplicate`` (same configuration and seed as another).
+    ``failed`` (``status: failed``), ``interrupted`` (stopped by a signal, resumable) or
+    ``duplicate`` (same configuration and seed as another).
     """
 
     path: str

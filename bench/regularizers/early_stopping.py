@@ -140,4 +140,14 @@ class RestoreBest(Checkpoint):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_epoch": self.best_epoch, "best_score": self._seen_best}
+        """All of it, best weights included: a resumed run must restore the same epoch's."""
+        return {
+            "best_epoch": self.best_epoch,
+            "best_score": self._seen_best,
+            "best_state": self.best_state,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_epoch = state_dict["best_epoch"]
+        self._seen_best = float(state_dict["best_score"])
+        self.best_state = state_dict.get("best_state")
