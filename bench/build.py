@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from bench.callbacks.epoch_log import EpochLog, progress_bar_enabled
+from bench.callbacks.progress import ThrottledProgressBar
 from bench.cluster import cluster_plugins
 from bench.errors import ConfigError
 from bench.module import BenchModule
@@ -135,6 +136,9 @@ def build_trainer(
         heteroscedastic=bool(cfg.heteroscedastic),
         target_std=float(datamodule.target_std),
         hparams=config_record(cfg),
+        check_finite_every=cfg.get("check_finite_every"),
+        compile=bool(cfg.get("compile", False)),
+        channels_last=bool(cfg.get("channels_last", False)),
     )
     callbacks = [
         build(node, f"callbacks.{name}")
@@ -152,6 +156,8 @@ def build_trainer(
     bar = progress_bar_enabled(setting)
     if setting == "auto" and not bar:  # false: neither bar nor lines (a quiet sweep)
         callbacks.append(EpochLog())
+    if bar:  # a few redraws a second, not one per batch (each reads metrics off the device)
+        callbacks.append(ThrottledProgressBar())
     # Resumable checkpoints for every network of a run (ensemble members too), last in the list
     # so that Lightning calls it after early stopping and RestoreBest have seen the epoch.
     callbacks.append(resume_checkpoint(cfg))

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.divergence import DivergenceWatch, check_every
 from bench.regularizers.base import Regularizer
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -37,6 +38,9 @@ class BenchModule(L.LightningModule):
         heteroscedastic: bool = False,
         target_std: float = 1.0,
         hparams: dict[str, Any] | None = None,
+        check_finite_every: int | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if task not in ("classification", "regression"):
@@ -53,6 +57,14 @@ class BenchModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.diverged_at: tuple[int, int] | None = None  # (epoch, step), 0-based
         self._lr_logged_for: int | None = None  # the epoch whose learning rate was logged
+        self.check_finite_every = check_finite_every  # None: every step on CPU (divergence.py)
+        self.watch = DivergenceWatch()
+        self.channels_last = channels_last
+        if channels_last:  # conv weights in NHWC, the layout tensor cores and oneDNN prefer
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # Training steps through a compiled graph of the same network (shared parameters);
+        # evaluation, checkpoints and state_dict keys keep the plain module.
+        self.train_forward = torch.compile(self.model) if compile else self.model
         if hparams is not None:
             self.save_hyperparameters(hparams)
 
@@ -79,19 +91,24 @@ class BenchModule(L.LightningModule):
         x, y = batch
         for reg in self.batch_transforms:
             x, y = reg.transform_batch(x, y)
-        data_loss = self.data_loss(self(x), y)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        data_loss = self.data_loss(self.train_forward(x), y)
         penalties = {
             reg.name: p for reg in self.regularizers if (p := reg.penalty(self.model)) is not None
         }
         loss = data_loss + sum(penalties.values())
-        finite = bool(torch.isfinite(loss))
-        if self._trainer is not None and self.trainer.world_size > 1:  # all ranks stop together
-            finite = not self.trainer.strategy.reduce_boolean_decision(not finite, all=False)
-        if not finite:
-            # A result, not a crash: skip this step, stop, and let the caller record "diverged".
-            self.diverged_at = (self.current_epoch, self.global_step)
-            self.trainer.should_stop = True
-            return None
+        if self._every() == 1:
+            finite = bool(torch.isfinite(loss))
+            if self._trainer is not None and self.trainer.world_size > 1:  # all ranks stop
+                finite = not self.trainer.strategy.reduce_boolean_decision(not finite, all=False)
+            if not finite:
+                # A result, not a crash: skip this step, stop, let the caller record "diverged".
+                self.diverged_at = (self.current_epoch, self.global_step)
+                self.trainer.should_stop = True
+                return None
+        else:
+            self.watch.note(loss, self.current_epoch, self.global_step)
         # Epoch averages, weighted by batch size and averaged over DDP ranks (one sync per epoch).
         epoch = dict(on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         self.log("fit/data_loss", data_loss, **epoch)
@@ -99,6 +116,24 @@ class BenchModule(L.LightningModule):
         for name, value in penalties.items():
             self.log(f"penalty/{name}", value, **epoch)
         return loss
+
+    def _every(self) -> int:
+        return check_every(self.check_finite_every, self.device)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        every = self._every()
+        if every > 1 and self.global_step % every == 0:
+            self._check_divergence()
+
+    def _check_divergence(self) -> None:
+        """Read the device-side note (one sync); stop, on every rank, if any rank saw one."""
+        first = self.watch.first()
+        bad = first is not None
+        if self._trainer is not None and self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad and self.diverged_at is None:
+            self.diverged_at = first or (self.current_epoch, self.global_step)
+            self.trainer.should_stop = True
 
     def on_train_start(self) -> None:
         # Every DDP rank was seeded alike; give each its own stream for dropout masks and batch
@@ -118,6 +153,8 @@ class BenchModule(L.LightningModule):
             self.log("fit/lr", lr, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
+        if self._every() > 1:
+            self._check_divergence()
         for reg in self.regularizers:
             for key, value in reg.log_values(self.model).items():
                 self.log(f"{reg.name}/{key}", value, sync_dist=True)

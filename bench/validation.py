@@ -26,6 +26,12 @@ def _is_number(v: Any) -> bool:
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "resume": (lambda v: isinstance(v, bool), "true or false"),
+    "compile": (lambda v: isinstance(v, bool), "true or false"),
+    "channels_last": (lambda v: isinstance(v, bool), "true or false"),
+    "check_finite_every": (
+        lambda v: v is None or (_is_int(v) and v >= 1),
+        "null or an integer >= 1",
+    ),
     "checkpoint.every_n_epochs": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "checkpoint.keep": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "ensemble.members": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),

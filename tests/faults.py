@@ -17,6 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+import torch
+
+from bench.regularizers.base import Regularizer
 
 
 class SignalAt(L.Callback):
@@ -165,3 +168,18 @@ class Pace(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         time.sleep(self.seconds)
+
+
+class NanAt(Regularizer):
+    """A regularizer whose penalty is NaN at training step ``step`` (0-based): a loss that
+    diverges at a known step (``+regularizer.nan._target_=tests.faults.NanAt``)."""
+
+    name = "nan"
+
+    def __init__(self, step: int = 4) -> None:
+        self.step = step
+        self.calls = 0
+
+    def penalty(self, model):
+        self.calls += 1
+        return torch.tensor(float("nan")) if self.calls == self.step + 1 else None

@@ -1,0 +1,1 @@
+"""The figures of ``scripts/benchmark.py``, one module each (``run(args) -> list[Result]``)."""
