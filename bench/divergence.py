@@ -44,7 +44,7 @@ class DivergenceWatch:
         """(epoch, step) of the first non-finite loss noted, or None — one device read."""
         if self._step is None:
             return None
-        step, epoch = int(self._step), int(self._epoch)
+        step, epoch = torch.stack([self._step, self._epoch]).tolist()  # one read, not two
         return None if step < 0 else (epoch, step)
 
     def reset(self) -> None:

