@@ -21,6 +21,25 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
 
+class EpochMeans:
+    """Batch-size-weighted sums of this epoch's training values, kept on the device."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, torch.Tensor], n: int) -> None:
+        for key, value in values.items():
+            weighted = value.detach().float() * n
+            self.sums[key] = self.sums[key] + weighted if key in self.sums else weighted
+        self.count += n
+
+    def pop(self) -> dict[str, torch.Tensor]:
+        means = {key: total / self.count for key, total in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return means
+
+
 class BenchModule(L.LightningModule):
     """Classification (cross-entropy) or regression (MSE, or Gaussian NLL with a variance head).
 
@@ -59,6 +78,7 @@ class BenchModule(L.LightningModule):
         self._lr_logged_for: int | None = None  # the epoch whose learning rate was logged
         self.check_finite_every = check_finite_every  # None: every step on CPU (divergence.py)
         self.watch = DivergenceWatch()
+        self.epoch_means = EpochMeans()
         self.channels_last = channels_last
         if channels_last:  # conv weights in NHWC, the layout tensor cores and oneDNN prefer
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -97,7 +117,7 @@ class BenchModule(L.LightningModule):
         penalties = {
             reg.name: p for reg in self.regularizers if (p := reg.penalty(self.model)) is not None
         }
-        loss = data_loss + sum(penalties.values())
+        loss = data_loss + sum(penalties.values()) if penalties else data_loss
         if self._every() == 1:
             finite = bool(torch.isfinite(loss))
             if self._trainer is not None and self.trainer.world_size > 1:  # all ranks stop
@@ -106,16 +126,34 @@ class BenchModule(L.LightningModule):
                 # A result, not a crash: skip this step, stop, let the caller record "diverged".
                 self.diverged_at = (self.current_epoch, self.global_step)
                 self.trainer.should_stop = True
+                self._log_epoch_means()  # the finite steps before it
                 return None
         else:
             self.watch.note(loss, self.current_epoch, self.global_step)
-        # Epoch averages, weighted by batch size and averaged over DDP ranks (one sync per epoch).
-        epoch = dict(on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
-        self.log("fit/data_loss", data_loss, **epoch)
-        self.log("fit/loss", loss, prog_bar=True, **epoch)
-        for name, value in penalties.items():
-            self.log(f"penalty/{name}", value, **epoch)
+        values = {"fit/data_loss": data_loss, "fit/loss": loss}
+        values.update({f"penalty/{name}": value for name, value in penalties.items()})
+        self.epoch_means.add(values, x.shape[0])
+        if self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or (
+            0 <= self.trainer.max_steps <= self.global_step + 1
+        ):
+            self._log_epoch_means()
         return loss
+
+    def _log_epoch_means(self) -> None:
+        """Hand the epoch's batch-size-weighted means to Lightning, once each: ``self.log``
+        costs ~0.25 ms a call, as much as a whole digits-sized step, so calling it per step
+        doubled the framework's overhead (scripts/perf/overhead.py). The values are the ones
+        Lightning's own per-step accumulation gives, bit for bit; DDP ranks are averaged."""
+        for key, mean in self.epoch_means.pop().items():
+            self.log(
+                key,
+                mean,
+                on_step=False,
+                on_epoch=True,
+                batch_size=1,
+                sync_dist=True,
+                prog_bar=key == "fit/loss",
+            )
 
     def _every(self) -> int:
         return check_every(self.check_finite_every, self.device)
@@ -155,6 +193,8 @@ class BenchModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         if self._every() > 1:
             self._check_divergence()
+        if self.epoch_means.count:  # an epoch cut short (a stop between checks): log it anyway
+            self._log_epoch_means()
         for reg in self.regularizers:
             for key, value in reg.log_values(self.model).items():
                 self.log(f"{reg.name}/{key}", value, sync_dist=True)

@@ -64,7 +64,12 @@ class ResumeCheckpoint(Checkpoint):
         epoch = trainer.current_epoch + 1
         # The last epoch (max_epochs reached, or early stopping has just said stop) gets the
         # final checkpoint from on_train_end right after: one write of it, not two.
-        last = epoch >= (trainer.max_epochs or -1) or trainer.should_stop
+        max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
+        last = (
+            trainer.should_stop
+            or (max_epochs is not None and max_epochs >= 0 and epoch >= max_epochs)
+            or (max_steps >= 0 and trainer.global_step >= max_steps)
+        )
         if self.every_n_epochs and epoch % self.every_n_epochs == 0 and not last:
             self.save(trainer)
         self._stop_if_signalled(trainer, mid_epoch=False)
