@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_digits
 
 from bench.data.base import ArrayDataModule
 
@@ -27,6 +26,8 @@ class DigitsDataModule(ArrayDataModule):
     ood_partners = ("noise", "fashion_mnist")
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray, None, None]:
+        from sklearn.datasets import load_digits  # here: only a digits run pays for sklearn
+
         bunch = load_digits()
         X = bunch.images[:, None].astype(np.float32)  # (N, 1, 8, 8)
         return X, bunch.target.astype(np.int64), None, None

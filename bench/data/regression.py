@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.datasets import load_diabetes
 
 from bench.data.base import ArrayDataModule
 from bench.data.checks import is_int, is_real, require
@@ -24,6 +23,8 @@ class DiabetesDataModule(ArrayDataModule):
     pool_size = 442
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray, None, None]:
+        from sklearn.datasets import load_diabetes  # here: only a diabetes run pays for sklearn
+
         bunch = load_diabetes(scaled=False)
         return bunch.data.astype(np.float32), bunch.target.astype(np.float64), None, None
 

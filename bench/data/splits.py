@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from bench.data.checks import is_int, is_real, require
 
@@ -110,6 +109,10 @@ class Splitter:
 
         ``test`` is None when the dataset has an official test set.
         """
+        # Here, not at module level: sklearn costs ~0.1 s to import, which `--help` and a config
+        # error (this module is imported by every datamodule) should not pay.
+        from sklearn.model_selection import train_test_split
+
         classification = self.num_classes is not None
 
         def cut(idx: np.ndarray, stratify: bool = classification, **size: Any) -> list[np.ndarray]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from bench.metrics._arrays import ArrayLike, as_float64, as_int64
 from bench.metrics.calibration import (
@@ -32,6 +31,8 @@ def misclassification_auroc(confidence: ArrayLike, correct: ArrayLike) -> float:
     ``roc_auc_score``). NaN when every sample is right or every sample is wrong, because an
     AUROC needs both classes.
     """
+    from sklearn.metrics import roc_auc_score  # here: imported when a run is scored, not before
+
     conf, hit = as_float64(confidence), as_float64(correct).astype(bool)
     if hit.all() or not hit.any():
         return math.nan

@@ -8,7 +8,6 @@ when its score is ≥ the threshold.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from bench.metrics._arrays import ArrayLike, as_float64
 
@@ -22,6 +21,9 @@ def ood_metrics(score_in: ArrayLike, score_out: ArrayLike) -> dict[str, float]:
     - ``fpr95``: fraction of in-distribution samples flagged at the *highest* threshold that
       still flags ≥ 95 % of the OOD samples, i.e. the first ROC point with TPR ≥ 0.95.
     """
+    # Here: sklearn is imported when a run is scored, not by `--help` or a config error.
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
     s_in, s_out = as_float64(score_in).ravel(), as_float64(score_out).ravel()
     if not len(s_in) or not len(s_out):
         raise ValueError("ood_metrics needs at least one in-distribution and one OOD score")

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -106,6 +109,19 @@ def alternate(
             timing.baseline.append(seconds(baseline, sync))
             timing.ours.append(seconds(ours, sync))
     return timing
+
+
+def process(cmd: list[str], cwd: Path, out: Path | None = None) -> str:
+    """One whole process (start-up and sweep figures); its outputs under a fresh ``out``
+    (nothing to resume from); its stdout + stderr. A failure raises with the end of stderr."""
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
+        env["BENCH_OUTPUT_DIR"] = str(out)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed:\n{proc.stderr[-2000:]}")
+    return proc.stdout + proc.stderr
 
 
 def machine() -> dict[str, Any]:
