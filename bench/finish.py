@@ -35,10 +35,30 @@ def evaluate_and_record(
     assembled: float,
 ) -> dict[str, Any]:
     """Score every predictor, write predictions, plots and results.json, finish the loggers."""
-    module = modules[0]
-    fitted = time.time()
+    return record_run(
+        cfg, run_dir, datamodule, modules, trainer.callbacks, trainer.current_epoch, plan,
+        (started, assembled, time.time()), trainer.loggers, trainer.global_step,
+    )  # fmt: skip
 
-    predictors = build_predictors(cfg, trainer.callbacks)
+
+def record_run(
+    cfg: DictConfig,
+    run_dir: Path,
+    datamodule: L.LightningDataModule,
+    modules: list[BenchModule],
+    callbacks: list,
+    epochs_run: int,
+    plan: EvalPlan,
+    times: tuple[float, float, float],
+    loggers: list,
+    step: int,
+    extras: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``evaluate_and_record`` from its parts: a population member (``bench.population``) has
+    no Trainer of its own. ``times``: when the run started, was assembled, finished training."""
+    module = modules[0]
+    started, assembled, fitted = times
+    predictors = build_predictors(cfg, callbacks)
     if len(modules) > 1:
         predictors.append(Ensemble())
     networks = [m.model for m in modules]
@@ -57,13 +77,15 @@ def evaluate_and_record(
     }
 
     diverged = [(k, m.diverged_at) for k, m in enumerate(modules) if m.diverged_at is not None]
-    epochs = module.diverged_at[0] if module.diverged_at is not None else trainer.current_epoch
+    epochs = module.diverged_at[0] if module.diverged_at is not None else epochs_run
     # Every run reports sparsity (weights with ndim >= 2) so leaderboards compare like with like;
     # a regularizer's summary may refine it (l1 with params=all counts biases too) and early
     # stopping replaces best_epoch by the epoch whose weights it restored.
-    extras: dict[str, Any] = {"best_epoch": epochs, "sparsity": sparsity(module.model)}
+    fields: dict[str, Any] = {"best_epoch": epochs, "sparsity": sparsity(module.model)}
     for reg in module.regularizers:
-        extras.update(reg.summary(module.model))
+        fields.update(reg.summary(module.model))
+    fields.update(extras or {})
+    extras = fields
     if len(modules) > 1:
         extras["ensemble"] = {
             "members": len(modules),
@@ -91,25 +113,27 @@ def evaluate_and_record(
         diverged_at=diverged_at,
     )
     write_json_atomic(run_dir / RESULTS_FILE, record)
-    finish_loggers(trainer, record, plots)
+    finish_loggers(loggers, step, record, plots)
     return record
 
 
-def finish_loggers(trainer: L.Trainer, record: dict[str, Any], plots: dict[str, Path]) -> None:
+def finish_loggers(
+    loggers: list, step: int, record: dict[str, Any], plots: dict[str, Path]
+) -> None:
     """Final metrics for every logger; wandb's run also gets the summary, the flat config and the
     plots, and is finished with the record's status — one wandb run per job, also in a sweep."""
-    for lg in trainer.loggers:
-        lg.log_metrics({f"final/{k}": v for k, v in record["metrics"].items()}, trainer.global_step)
+    for lg in loggers:
+        lg.log_metrics({f"final/{k}": v for k, v in record["metrics"].items()}, step)
         lg.save()
         if isinstance(lg, WandbLogger):
             lg.finish_run(record, plots)
 
 
-def close_loggers(trainer: L.Trainer, exc: BaseException) -> None:
+def close_loggers(loggers: list, exc: BaseException) -> None:
     """A run that stops after fit (in evaluation) closes its wandb run now, marked failed or
     interrupted — Lightning finalizes loggers only for exceptions inside fit."""
     status = "interrupted" if isinstance(exc, RunInterrupted | KeyboardInterrupt) else "failed"
-    for lg in trainer.loggers:
+    for lg in loggers:
         if isinstance(lg, WandbLogger):
             lg.close(status, getattr(exc, "exit_code", None))
 

@@ -40,7 +40,45 @@ class EpochMeans:
         return means
 
 
-class BenchModule(L.LightningModule):
+class RegularizedOptimization:
+    """The optimizer, its scheduler and the regularizers' step hooks: shared by ``BenchModule``
+    and the population's module (``bench.population.module``), which set ``optimizer_factory``,
+    ``scheduler_factory``, ``regularizers`` and ``model``."""
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """Extra keyword arguments for the optimizer (the population asks for fused kernels)."""
+        return {}
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters(), **self.optimizer_options())
+        # After-step hooks run only when the optimizer really stepped (PyTorch calls step
+        # post-hooks from step() itself), and before any scheduler changes the learning rate.
+        optimizer.register_step_post_hook(self._after_optimizer_step)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        with torch.no_grad():
+            for reg in self.regularizers:
+                reg.before_step(self.model, optimizer)
+
+    def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+        with torch.no_grad():
+            for reg in self.regularizers:
+                reg.after_step(self.model, optimizer)
+            self.after_regularizer_steps()
+
+    def after_regularizer_steps(self) -> None:
+        """Runs after the regularizers' after-step hooks (the population restores frozen
+        members here)."""
+
+
+class BenchModule(RegularizedOptimization, L.LightningModule):
     """Classification (cross-entropy) or regression (MSE, or Gaussian NLL with a variance head).
 
     Regression targets arrive standardized; ``target_std`` converts the logged MSE back to the
@@ -209,27 +247,3 @@ class BenchModule(L.LightningModule):
         if self.task == "classification":
             acc = (out.argmax(dim=-1) == y).float().mean()
             self.log("val/acc", acc, prog_bar=True, **epoch)
-
-    # optimization -------------------------------------------------------------------------
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
-        # After-step hooks run only when the optimizer really stepped (PyTorch calls step
-        # post-hooks from step() itself), and before any scheduler changes the learning rate.
-        optimizer.register_step_post_hook(self._after_optimizer_step)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-        }
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        with torch.no_grad():
-            for reg in self.regularizers:
-                reg.before_step(self.model, optimizer)
-
-    def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
-        with torch.no_grad():
-            for reg in self.regularizers:
-                reg.after_step(self.model, optimizer)

@@ -79,7 +79,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
             cfg, run_dir, datamodule, modules, trainer, plan, started, assembled
         )
     except BaseException as exc:
-        close_loggers(trainer, exc)
+        close_loggers(trainer.loggers, exc)
         raise
 
 

@@ -34,6 +34,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "checkpoint.every_n_epochs": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "checkpoint.keep": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "checkpoint.min_interval_s": (
+        lambda v: v is None or (_is_number(v) and v >= 0),
+        "null (auto) or a number >= 0 (seconds)",
+    ),
     "ensemble.members": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "ensemble.bootstrap": (lambda v: isinstance(v, bool), "true or false"),
     "trainer.max_epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),

@@ -3,12 +3,15 @@
     .venv/bin/python scripts/benchmark.py                 # every figure; the table and a JSON
     .venv/bin/python scripts/benchmark.py --quick         # a smoke run (small sizes, 1 rep)
     .venv/bin/python scripts/benchmark.py --only overhead,mc --json out.json
-    .venv/bin/python scripts/benchmark.py --device cuda   # the GPU figures (figure 7)
+    .venv/bin/python scripts/benchmark.py --device cuda   # the GPU figures (figures 7, 10)
 
 Figures (``scripts/perf/<name>.py``): overhead (framework cost per training step), startup
 (whole processes vs the import floor; fixed cost per run in a multirun), sweep (a multirun vs a
 plain in-process loop), mc (MC dropout variants), data (loader vs slicing; batched vs
-per-sample augmentation), evaluation (final evaluation vs training time), gpu (figure 7).
+per-sample augmentation), evaluation (final evaluation vs training time), gpu (figure 7);
+``scripts/perf/population.py``: pop-sweep (the population launcher's sweep vs the basic one),
+pop-uci (a 240-member UCI population vs one at a time and vs a hand-written batched loop),
+pop-gpu (both on CUDA, figure 10).
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ itself: the
 
 from perf.common import Result, machine, table  # noqa: E402
 
-FIGURES = ("overhead", "startup", "sweep", "mc", "data", "evaluation", "gpu")
+FIGURES = ("overhead", "startup", "sweep", "mc", "data", "evaluation", "gpu",
+           "pop-sweep", "pop-uci", "pop-gpu")  # fmt: skip
+# A figure is ``perf.<name>.run(args)`` unless one module holds several: (module, function).
+ENTRIES = {
+    "pop-sweep": ("population", "run_sweep"),
+    "pop-uci": ("population", "run_uci"),
+    "pop-gpu": ("population", "run_gpu"),
+}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     started = time.time()
     for name in args.only.split(","):
-        module = importlib.import_module(f"perf.{name}")
+        module, function = ENTRIES.get(name, (name, "run"))
         t0 = time.time()
-        rows = module.run(args)
+        rows = getattr(importlib.import_module(f"perf.{module}"), function)(args)
         print(f"[{name}: {time.time() - t0:.0f} s]", file=sys.stderr)
         results.extend(rows)
     env = machine()

@@ -15,7 +15,8 @@ import pytest
 from tests.conftest import REPO
 
 SCRIPT = REPO / "scripts" / "benchmark.py"
-FIGURES = ["overhead", "startup", "sweep", "mc", "data", "evaluation", "gpu"]  # numbered 1–7
+FIGURES = ["overhead", "startup", "sweep", "mc", "data", "evaluation", "gpu",
+           "pop-sweep", "pop-uci", "pop-gpu"]  # fmt: skip  # numbered 1–10
 
 
 def quick(tmp_path: Path, figures: str) -> dict:
@@ -57,3 +58,18 @@ def test_the_in_process_figures_run_quick(tmp_path: Path):
 def test_every_other_figure_runs_quick(tmp_path: Path):
     figures = "overhead,startup,sweep,evaluation,gpu"
     check_rows(quick(tmp_path, figures), figures)
+
+
+@pytest.mark.slow
+def test_the_population_figures_run_quick(tmp_path: Path):
+    """Figures 8–10 (about 45 s on 2 cores): both sweeps complete every job, the hand loop
+    matches the population's records (checked inside the figure), pop-gpu is skipped on CPU."""
+    figures = "pop-sweep,pop-uci,pop-gpu"
+    payload = quick(tmp_path, figures)
+    check_rows(payload, figures)
+    rows = {r["figure"]: r for r in payload["results"]}
+    assert rows["8 pop-sweep"]["extra"]["max_test_loss_diff"] < 1e-3
+    assert rows["9 pop-uci"]["extra"]["check_max_rel_diff"] < 1e-4
+    gpu = [r for r in payload["results"] if r["figure"] == "10 pop-gpu"]
+    if not payload["machine"]["cuda"]:
+        assert gpu and all(math.isnan(r["ratio"]) and "no GPU" in r["note"] for r in gpu)

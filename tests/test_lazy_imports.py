@@ -63,7 +63,7 @@ def test_sklearn_is_imported_only_by_the_data_and_metrics_that_use_it():
     assert "== Configuration groups ==" in proc.stdout  # --help really ran Hydra's help
     assert report["import"] == [], "import bench.train pulled in sklearn"
     assert report["help"] == [], "bench-train --help pulled in sklearn"
-    # The probe sees imports: loading digits needs sklearn's datasets and stratified splits,
-    # scoring needs its ROC code.
+    # The probe sees imports: loading digits needs sklearn's datasets and stratified splits
+    # (which bring sklearn.metrics along; scoring itself uses bench.metrics.ranking).
     assert {"sklearn", "sklearn.datasets", "sklearn.model_selection"} <= set(report["data"])
     assert report["scored"] == sorted(SKLEARN)

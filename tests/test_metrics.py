@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import norm
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from bench.metrics import (
@@ -24,6 +25,7 @@ from bench.metrics import (
     regression_metrics,
     reliability,
 )
+from bench.metrics.ranking import Ranking, auroc
 
 
 def reference_bin(c: float, n_bins: int) -> int:
@@ -280,3 +282,80 @@ def test_fpr95_hand_case():
     s_out = np.arange(1.0, 21.0)
     s_in = np.array([0.5, 1.5, 2.0, 2.5, 3.0, 25.0])
     assert ood_metrics(s_in, s_out)["fpr95"] == pytest.approx(4 / 6)
+
+
+# --- ranking: the same numbers as scikit-learn, without its per-call validation -------------
+
+
+def ranking_cases() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, is_positive, scores): continuous, heavily tied, all tied, tiny, large."""
+    rng = np.random.default_rng(7)
+    cases = [
+        ("continuous", rng.random(360) < 0.2, rng.random(360)),
+        ("five levels", rng.random(360) < 0.5, rng.integers(0, 5, 360).astype(float)),
+        ("all tied", np.arange(40) % 3 == 0, np.full(40, 0.25)),
+        ("two", np.array([True, False]), np.array([0.3, 0.7])),
+        ("two tied", np.array([False, True]), np.array([0.5, 0.5])),
+        ("three", np.array([True, False, True]), np.array([0.1, 0.4, 0.9])),
+        ("one positive", np.arange(9) == 4, rng.integers(0, 3, 9).astype(float)),
+        ("large, rounded", rng.random(10_000) < 0.1, np.round(rng.normal(size=10_000), 2)),
+    ]
+    positive = rng.random(500) < 0.3  # scores that depend on the label: AUROC far from ½
+    cases.append(("informative", positive, np.round(rng.normal(positive * 1.5), 1)))
+    return cases
+
+
+@pytest.mark.parametrize(("name", "positive", "scores"), ranking_cases())
+def test_ranking_metrics_are_sklearns(name: str, positive: np.ndarray, scores: np.ndarray):
+    ranking = Ranking.of(positive, scores)
+    assert auroc(positive, scores) == pytest.approx(roc_auc_score(positive, scores), abs=1e-12)
+    assert ranking.auroc() == auroc(positive, scores)
+    # Average precision: the same operations in the same order, so the same float.
+    assert ranking.average_precision() == average_precision_score(positive, scores)
+    fpr, tpr, _ = roc_curve(positive, scores, drop_intermediate=False)
+    for level in (0.5, 0.95, 1.0):
+        assert ranking.fpr_at_tpr(level) == fpr[np.argmax(tpr >= level)]
+
+
+def test_ood_metrics_and_misclassification_auroc_are_sklearns():
+    rng = np.random.default_rng(8)
+    s_in, s_out = np.round(rng.random(360), 2), np.round(rng.random(360) + 0.2, 2)
+    s_in = torch.tensor(s_in, dtype=torch.float32).double().numpy()  # as a float32 tensor holds it
+    is_ood, scores = np.r_[np.zeros(360), np.ones(360)], np.r_[s_in, s_out]
+    fpr, tpr, _ = roc_curve(is_ood, scores, drop_intermediate=False)
+    m = ood_metrics(torch.tensor(s_in, dtype=torch.float32), s_out)
+    assert m["auroc"] == pytest.approx(roc_auc_score(is_ood, scores), abs=1e-12)
+    assert m["aupr"] == average_precision_score(is_ood, scores)
+    assert m["fpr95"] == fpr[np.argmax(tpr >= 0.95)]
+    conf = rng.choice([0.3, 0.55, 0.7, 0.9, 1.0], size=360)
+    correct = rng.random(360) < conf
+    expected = roc_auc_score(~correct, 1.0 - conf)
+    assert misclassification_auroc(conf, correct) == pytest.approx(expected, abs=1e-12)
+
+
+def test_ranking_without_both_classes_is_nan():
+    assert math.isnan(auroc([1, 1, 1], [0.1, 0.2, 0.3]))
+    assert math.isnan(auroc(np.zeros(4, dtype=bool), [0.1, 0.2, 0.3, 0.4]))
+    assert math.isnan(auroc([], []))
+    negatives_only = Ranking.of([0, 0], [0.4, 0.6])
+    assert math.isnan(negatives_only.average_precision())
+    assert math.isnan(negatives_only.fpr_at_tpr(0.95))
+    assert math.isnan(Ranking.of([1, 1], [0.4, 0.6]).auroc())
+
+
+def test_non_finite_scores_are_refused_as_by_sklearn():
+    with pytest.raises(ValueError, match="NaN"):
+        roc_auc_score([0, 1], [0.5, np.nan])  # the reference refuses them too
+    with pytest.raises(ValueError, match="must be finite"):
+        ood_metrics([0.1, np.nan], [0.5])
+    with pytest.raises(ValueError, match="must be finite"):
+        ood_metrics([0.1, 0.2], [np.inf])
+    with pytest.raises(ValueError, match="must be finite"):
+        misclassification_auroc([0.9, np.nan, 0.4], [1, 0, 1])
+    # One class: NaN before the scores are looked at, as misclassification_auroc always did.
+    assert math.isnan(misclassification_auroc([0.9, np.nan], [1, 1]))
+
+
+def test_ranking_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="differ in shape"):
+        Ranking.of([0, 1, 1], [0.2, 0.4])

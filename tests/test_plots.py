@@ -6,12 +6,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from bench import plots
+from bench.metrics import classification_metrics
 from bench.plots import reliability_diagram
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,3 +141,65 @@ def test_import_and_render_keep_the_session_backend(tmp_path: Path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["svg", "False"]
     assert (tmp_path / "s.png").exists()
+
+
+# --- the kept frame (bench.plots builds axes, ticks and legend once per layout) -------------
+
+
+def draw(tmp_path: Path, name: str, panels, **kwargs) -> bytes:
+    path = tmp_path / f"{name}.png"
+    reliability_diagram(panels, path, **kwargs)
+    return path.read_bytes()
+
+
+def test_a_kept_frame_draws_what_a_fresh_frame_draws(tmp_path: Path):
+    a = {
+        "deterministic": softmax_panel(360, 10, 2.0, 0),
+        "temperature": softmax_panel(360, 10, 1.0, 1),
+    }
+    plots._frame.cache_clear()
+    fresh = draw(tmp_path, "fresh", a, title="run a")
+    # Other data, bin counts and titles through the same frame, and another layout between.
+    draw(
+        tmp_path,
+        "b",
+        {"x": softmax_panel(50, 3, 0.5, 2), "y": softmax_panel(9, 2, 4.0, 3)},
+        title="b",
+    )
+    draw(tmp_path, "c", {"only": softmax_panel(80, 4, 1.0, 4)}, n_bins=5, title="two\nlines")
+    draw(tmp_path, "d", a, n_bins=7, title="run d")
+    assert plots._frame.cache_info().hits >= 2  # the frames were reused
+    assert draw(tmp_path, "again", a, title="run a") == fresh
+
+
+def test_a_failed_render_leaves_the_frame_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    a = {"deterministic": softmax_panel(200, 5, 2.0, 0)}
+    before = draw(tmp_path, "before", a)
+    with monkeypatch.context() as m:
+        m.setattr(plots, "PNG_OPTIONS", {"compress_level": "not a level"})  # Pillow raises
+        with pytest.raises(TypeError):
+            draw(tmp_path, "broken", {"deterministic": softmax_panel(200, 5, 0.3, 9)})
+    assert not (tmp_path / "broken.png").exists()
+    assert draw(tmp_path, "after", a) == before  # no bars of the failed call left behind
+
+
+def test_panel_titles_show_the_ece_of_results_json(tmp_path: Path):
+    panels = {"a": softmax_panel(300, 6, 2.0, 5), "b": softmax_panel(300, 6, 0.7, 6)}
+    reliability_diagram(panels, tmp_path / "t.png", n_bins=10, title="t")
+    frame = plots._frame(2, 1)
+    for ax, (name, (probs, labels)) in zip(frame.axes[0], panels.items(), strict=True):
+        ece = classification_metrics(probs, labels)["ece"]  # what results.json reports
+        assert ax.title.get_text() == f"{name}\nECE (15 bins) = {ece:.4f}   N = 300"
+
+
+def test_threads_draw_what_one_thread_draws(tmp_path: Path):
+    runs = [
+        {"m": softmax_panel(120, 4, 0.5 + k, k), "n": softmax_panel(60, 4, 1.0, k)}
+        for k in range(6)
+    ]
+    alone = [draw(tmp_path, f"alone{k}", p, title=f"run {k}") for k, p in enumerate(runs)]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(
+            pool.map(lambda k: draw(tmp_path, f"threads{k}", runs[k], title=f"run {k}"), range(6))
+        )
+    assert together == alone

@@ -211,3 +211,17 @@ def test_the_csv_log_continues_across_the_restart(tmp_path):
     for key in ("val/loss", "val/acc", "fit/lr"):
         assert by_step(resumed, key) == by_step(expected, key), key
     assert by_step(resumed, "fit/loss").keys() == by_step(expected, "fit/loss").keys()
+
+
+def test_min_interval_skips_epoch_checkpoints_but_not_the_final_one(tmp_path):
+    """checkpoint.min_interval_s: epochs ending sooner than that after the last save write
+    nothing; the end of fit still does. 0 (the default) writes one per epoch (keep=10 here)."""
+    common = ["trainer.max_epochs=4", "checkpoint.keep=10", "dataset.train_size=100"]
+    run(make_cfg(tmp_path / "every", *common))
+    run(make_cfg(tmp_path / "sparse", *common, "checkpoint.min_interval_s=3600"))
+    every = sorted(p.name for p in resumable(tmp_path / "every" / "checkpoints"))
+    sparse = sorted(p.name for p in resumable(tmp_path / "sparse" / "checkpoints"))
+    assert len(every) == 4 and every[-1].endswith("-final.ckpt")
+    assert sparse == [every[-1]]
+    with pytest.raises(Exception, match="checkpoint.min_interval_s"):
+        run(make_cfg(tmp_path / "bad", "checkpoint.min_interval_s=-1"))

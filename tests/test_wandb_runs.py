@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from wandb.proto import wandb_internal_pb2 as pb
 
-from bench.loggers.wandb import ID_FILE, WandbLogger, directory_run_id
+from bench.loggers.wandb import WandbLogger
+from bench.loggers.wandb_support import ID_FILE, directory_run_id
 from tests.conftest import run_cli
 
 BLOCK = 32 * 1024

@@ -145,7 +145,7 @@ def order_state(loader: TensorBatches | DataLoader, consumed: int | None) -> dic
     A ``DataLoader`` (``in_memory=false``) cannot skip batches, so it resumes only at epoch
     boundaries: mid-epoch it reports None and the caller keeps its last epoch-end checkpoint.
     """
-    if isinstance(loader, TensorBatches):
+    if hasattr(loader, "order_state"):  # TensorBatches, or a population's batches
         return loader.order_state(consumed)
     generator = getattr(loader, "generator", None)
     if generator is None or (consumed is not None and 0 < consumed < len(loader)):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from bench.record import RESULTS_FILE, UNFINISHED, read_record
 
@@ -35,6 +35,8 @@ class LeaderboardCallback(Callback):
         self.enabled, self.select, self.baseline, self.wandb = enabled, select, baseline, wandb
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if OmegaConf.select(config, "hydra.launcher.dry_run", default=False):
+            return  # the population launcher's dry run ran nothing: no board, no failed jobs
         sweep = Path(str(config.hydra.sweep.dir))
         if self.enabled:
             from bench.leaderboard.cli import main  # imported here: single runs never pay for it

@@ -1,6 +1,6 @@
 """Lightning's ``WandbLogger``, made fit for runs that stop, restart and share a process.
 
-Three things Lightning's logger does not do:
+Four things Lightning's logger does not do:
 
 - **One wandb run per run directory.** Without an ``id``, every start makes a new wandb run, so a
   requeued or resumed job shows up as a second run (Lightning #13524). Here the id is made on
@@ -10,6 +10,9 @@ Three things Lightning's logger does not do:
   ``close("failed" | "interrupted")`` finish the run with a non-zero exit code and
   ``bench/status`` in its summary; a completed run is finished by :meth:`finish_run`, after its
   final metrics, never by ``finalize("success")``.
+- **Several runs open at once.** A population (``bench.population``) trains many jobs in one
+  process, each with its own run: :func:`start_all` starts them together (``reinit="create_new"``
+  keeps them apart), where Lightning's start would hand every logger the run already open.
 - **wandb is never a reason to fail.** wandb runs a service process; once it has died, calls
   raise (:func:`service_lost_errors`). The first failure logs one warning naming it and turns
   the logger off for the rest of the run — training, ``results.json`` and the leaderboard do
@@ -20,89 +23,34 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
-import secrets
-import string
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
-from lightning.pytorch.loggers.logger import DummyExperiment, rank_zero_experiment
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
-from bench.atomic import write_text_atomic
+from bench.loggers.wandb_support import (
+    WandbOff,
+    define_x_axis,
+    directory_run_id,
+    forget_dead_service,
+    service_lost_errors,
+)
 from bench.record import flatten
 from bench.resume.signals import RunInterrupted
 
 log = logging.getLogger("bench")
 
-ID_FILE = "wandb-id"
 STATUS_KEY = "bench/status"
 # A record's status → the run's exit code on the dashboard (non-zero: shown as failed).
 EXIT_CODES = {"completed": 0, "diverged": 0, "failed": 1, "interrupted": 1}
-# What wandb accepts as a run id, and more strictly what we write: a damaged file is not reused.
-_VALID_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 F = TypeVar("F", bound=Callable[..., None])
-
-
-def directory_run_id(directory: Path) -> str:
-    """The wandb run id of the run that lives in ``directory``: read from its ``wandb-id``
-    file, or made on the first start and written there (atomically) for every later one."""
-    path = Path(directory) / ID_FILE
-    if path.is_file():
-        text = path.read_text(encoding="utf-8").strip()
-        if _VALID_ID.fullmatch(text):
-            return text
-        log.warning("%s holds no wandb run id (%r); this run gets a new one", path, text[:40])
-    # wandb 0.31 has no public id generator; this makes ids like its own (8 base-36 digits).
-    run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-    write_text_atomic(path, run_id + "\n")
-    return run_id
-
-
-def service_lost_errors() -> tuple[type[Exception], ...]:
-    """What wandb 0.31 raises once its service process has died: ``ConnectionResetError``
-    ("Connection lost") from a call that writes to it, ``HandleAbandonedError`` from one that
-    was waiting for its answer (``finish``), ``MailboxClosedError`` after that."""
-    from wandb.sdk.mailbox import HandleAbandonedError, MailboxClosedError
-
-    return (ConnectionError, HandleAbandonedError, MailboxClosedError)
-
-
-def forget_dead_service() -> None:
-    """Drop wandb's process-wide connection to a service process that has died.
-
-    Left alone, wandb's atexit hook prints a traceback when the process exits, and every later
-    ``wandb.init`` in this process (the next job of a sweep) fails on the dead connection.
-    ``wandb.teardown()`` forgets it, so that a later run starts a new service; on the way it
-    fails on the dead socket just as the call already reported did. The dead run stays wandb's
-    current run (its ``finish`` cannot reach the service), so it is unset as ``Run.finish``
-    itself does at its end.
-    """
-    import wandb
-    from wandb.sdk.lib import module
-
-    try:
-        wandb.teardown()
-    except service_lost_errors() as exc:  # the failure the caller reported, met again
-        log.debug("wandb.teardown() on the dead service connection: %s", exc)
-    if wandb.run is not None:
-        module.unset_globals()
-
-
-class WandbOff(DummyExperiment):
-    """What ``experiment`` is once wandb is off: every attribute, call and item is ignored, at
-    any depth (``run.summary.update(...)`` too, where Lightning's stand-in stops at one)."""
-
-    def __getattr__(self, _: str) -> WandbOff:
-        return self
-
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
-        return None
 
 
 def _guarded(action: str) -> Callable[[F], F]:
@@ -143,10 +91,47 @@ class WandbLogger(LightningWandbLogger):
         return self._experiment if self.failure is None else WandbOff()
 
     def _start(self) -> None:
+        import wandb
+        from wandb.sdk.wandb_setup import singleton
+
+        self._set_id()
+        self._finish_stale_run()
+        if wandb.run is None and singleton().most_recent_active_run is not None:
+            # Concurrent runs are open (a population's): wandb.init would hand back one of them.
+            self._start_concurrent()
+        else:  # Lightning's start: wandb.init(id, resume="allow", ...), x-axis
+            if self._offline:  # as a keyword too: once a population's runs existed in this
+                self._wandb_init.setdefault("mode", "offline")  # process, WANDB_MODE is ignored
+            _ = super().experiment
+
+    def _set_id(self) -> None:
         if self._id is None:  # neither id nor version given: the run directory's own
             self._id = self._wandb_init["id"] = directory_run_id(Path(self._save_dir or "."))
-        self._finish_stale_run()
-        _ = super().experiment  # Lightning's start: wandb.init(id, resume="allow", ...), x-axis
+
+    @rank_zero_only
+    def start_concurrent(self) -> None:
+        """Start this logger's run as one of several open at once in this process (the members
+        of a population): its own run, where Lightning's start reuses the run already open, and
+        no other run finished. Safe in any thread; a failure is one warning, then wandb is off."""
+        if self.failure is None and self._experiment is None:
+            with self._guard("starting its run"):
+                self._set_id()
+                self._start_concurrent()
+
+    def _start_concurrent(self) -> None:
+        import wandb
+
+        # reinit="create_new": a new run that leaves the open ones (and wandb.run) alone.
+        # Offline as a keyword, not Lightning's WANDB_MODE variable: other threads read os.environ.
+        mode = {"mode": "offline"} if self._offline else {}
+        # What would be the same M times over, once per member of one process, is left out:
+        # console capture (every run would record every member's lines: quadratic), system
+        # metrics (one process's CPU/GPU) and requirements.txt (its package list, ~45 ms a run).
+        settings = wandb.Settings(console="off", x_disable_stats=True, x_save_requirements=False)
+        quiet = {"settings": settings}
+        run = wandb.init(**{**mode, **quiet, **self._wandb_init, "reinit": "create_new"})
+        define_x_axis(run, bool(self._wandb_init.get("sync_tensorboard")))
+        self._experiment = run
 
     def _finish_stale_run(self) -> None:
         """Finish, as failed, a run an earlier job in this process left open (it failed after
@@ -281,3 +266,16 @@ class WandbLogger(LightningWandbLogger):
         elif self.failure is None:
             with self._guard("logging checkpoints"):
                 super().finalize(status)
+
+
+def start_all(loggers: list, threads: int = 4) -> None:
+    """Start the run of every :class:`WandbLogger` among ``loggers``, ``threads`` at a time, and
+    return when all have started; a start that fails is one warning and turns off only its own
+    logger. Meant to run in a background thread while training begins: the threads overlap
+    each start's waits on wandb's service (and, online, its server)."""
+    runs = [lg for lg in loggers if isinstance(lg, WandbLogger)]
+    if not runs:
+        return
+    with ThreadPoolExecutor(min(threads, len(runs)), thread_name_prefix="wandb-start") as pool:
+        for started in [pool.submit(lg.start_concurrent) for lg in runs]:
+            started.result()  # start_concurrent turns wandb's failures into warnings

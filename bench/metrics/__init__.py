@@ -3,7 +3,8 @@
 Every function accepts torch tensors (any device or dtype) or numpy arrays. Classification
 metrics take probabilities and hard labels; regression metrics take a predictive mean and
 variance in the original target units; OOD metrics take per-sample uncertainty scores
-(higher = more likely OOD). The docstrings of the submodules state each definition.
+(higher = more likely OOD); ``ranking`` holds the AUROC / average precision they share.
+The docstrings of the submodules state each definition.
 """
 
 from bench.metrics.calibration import (
@@ -22,12 +23,15 @@ from bench.metrics.classification import (
     misclassification_auroc,
 )
 from bench.metrics.ood import ood_metrics
+from bench.metrics.ranking import Ranking, auroc
 from bench.metrics.regression import COVERAGE_LEVELS, interval_coverage, regression_metrics
 
 __all__ = [
     "COVERAGE_LEVELS",
     "ECE_BINS",
+    "Ranking",
     "adaptive_calibration_error",
+    "auroc",
     "aurc",
     "bin_indices",
     "brier_score",

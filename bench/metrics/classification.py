@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from bench.metrics._arrays import ArrayLike, as_float64, as_int64
@@ -14,6 +12,7 @@ from bench.metrics.calibration import (
     expected_calibration_error,
     max_calibration_error,
 )
+from bench.metrics.ranking import auroc
 
 
 def brier_score(probs: ArrayLike, labels: ArrayLike) -> float:
@@ -27,16 +26,12 @@ def brier_score(probs: ArrayLike, labels: ArrayLike) -> float:
 def misclassification_auroc(confidence: ArrayLike, correct: ArrayLike) -> float:
     """AUROC of detecting misclassified samples by low confidence.
 
-    Positive class = misclassified, score = 1 − confidence; ties count ½ (scikit-learn's
-    ``roc_auc_score``). NaN when every sample is right or every sample is wrong, because an
-    AUROC needs both classes.
+    Positive class = misclassified, score = 1 − confidence; ties count ½ (the value of
+    scikit-learn's ``roc_auc_score``, see ``ranking``). NaN when every sample is right or every
+    sample is wrong, because an AUROC needs both classes.
     """
-    from sklearn.metrics import roc_auc_score  # here: imported when a run is scored, not before
-
     conf, hit = as_float64(confidence), as_float64(correct).astype(bool)
-    if hit.all() or not hit.any():
-        return math.nan
-    return float(roc_auc_score(~hit, 1.0 - conf))
+    return auroc(~hit, 1.0 - conf)
 
 
 def aurc(confidence: ArrayLike, correct: ArrayLike) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.metrics._arrays import ArrayLike, as_float64
+from bench.metrics.ranking import Ranking
 
 
 def ood_metrics(score_in: ArrayLike, score_out: ArrayLike) -> dict[str, float]:
@@ -17,21 +18,20 @@ def ood_metrics(score_in: ArrayLike, score_out: ArrayLike) -> dict[str, float]:
 
     - ``auroc``: over in-distribution ∪ OOD samples, ties count ½;
     - ``aupr``: average precision with OOD positive, Σ_n (R_n − R_{n−1})·P_n over the
-      distinct thresholds (scikit-learn, no interpolation);
+      distinct thresholds (no interpolation);
     - ``fpr95``: fraction of in-distribution samples flagged at the *highest* threshold that
       still flags ≥ 95 % of the OOD samples, i.e. the first ROC point with TPR ≥ 0.95.
-    """
-    # Here: sklearn is imported when a run is scored, not by `--help` or a config error.
-    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+    All three are scikit-learn's (``roc_auc_score``, ``average_precision_score``,
+    ``roc_curve``) from one sort, see ``ranking``.
+    """
     s_in, s_out = as_float64(score_in).ravel(), as_float64(score_out).ravel()
     if not len(s_in) or not len(s_out):
         raise ValueError("ood_metrics needs at least one in-distribution and one OOD score")
     is_ood = np.concatenate([np.zeros(len(s_in)), np.ones(len(s_out))])
-    scores = np.concatenate([s_in, s_out])
-    fpr, tpr, _ = roc_curve(is_ood, scores, drop_intermediate=False)
+    ranking = Ranking.of(is_ood, np.concatenate([s_in, s_out]))
     return {
-        "auroc": float(roc_auc_score(is_ood, scores)),
-        "aupr": float(average_precision_score(is_ood, scores)),
-        "fpr95": float(fpr[np.argmax(tpr >= 0.95)]),
+        "auroc": ranking.auroc(),
+        "aupr": ranking.average_precision(),
+        "fpr95": ranking.fpr_at_tpr(0.95),
     }

@@ -27,7 +27,7 @@ from bench.regularizers.base import Regularizer
 def soft_targets(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
     """Class probabilities (N, K): one-hot rows for int labels; float (N, K) targets unchanged."""
     if y.is_floating_point():
-        if y.ndim != 2 or y.shape[1] != num_classes:
+        if y.ndim < 2 or y.shape[-1] != num_classes:  # (M, N, K) in a population
             shape = tuple(y.shape)
             raise ValueError(f"soft targets must have shape (N, {num_classes}), got {shape}")
         return y.to(dtype)

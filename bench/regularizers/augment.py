@@ -103,6 +103,7 @@ class Augment(Regularizer):
     """Random crop, flip, rotation, brightness/contrast and cutout; each image its own draw."""
 
     name = "augment"
+    population = "per_member"  # a batch transform only: each member's slice, its own draws
     transform_order = 0
 
     def __init__(

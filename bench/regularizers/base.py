@@ -16,6 +16,13 @@ one yaml in ``conf/regularizer/``:
 - ``callbacks()``               Lightning callbacks (early stopping);
 - ``log_values(model)``         extra scalars for the loggers (current sparsity ...);
 - ``summary(model)``            extra top-level fields for results.json (``sparsity`` ...).
+
+Population training (``bench/population/``) runs the same hooks on a *stacked* network: every
+parameter has a leading member axis and ``model.members`` says how many. A regularizer whose
+maths is written with the helpers below (``member_total``, ``per_member``, ``is_positive``)
+works unchanged on both, its hyperparameters floats for one network or ``(M,)`` vectors for a
+population (``population = True`` declares it); a single run is the same code with no member
+axis, bit for bit what it was.
 """
 
 from __future__ import annotations
@@ -32,6 +39,12 @@ from torch import nn
 from bench.errors import ConfigError
 
 PARAM_SCOPES = ("weights", "all")
+Hyper = float | torch.Tensor  # one network's value, or one per member of a population
+
+
+def member_axes(model: nn.Module) -> int:
+    """1 for a stacked population network (leading member axis), 0 for one network."""
+    return 1 if getattr(model, "members", None) is not None else 0
 
 
 def regularized_parameters(model: nn.Module, scope: str = "weights") -> Iterator[nn.Parameter]:
@@ -39,10 +52,30 @@ def regularized_parameters(model: nn.Module, scope: str = "weights") -> Iterator
 
     ``weights`` (the default, as in nanoGPT/airbench): tensors with two or more dimensions, i.e.
     weight matrices and conv kernels, not biases or normalization scales. ``all``: every one.
+    A population's member axis does not count as a dimension.
     """
+    lead = member_axes(model)
     for p in model.parameters():
-        if p.requires_grad and (scope == "all" or p.ndim >= 2):
+        if p.requires_grad and (scope == "all" or p.ndim - lead >= 2):
             yield p
+
+
+def member_total(t: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """``t.sum()`` for one network; one sum per member, shape ``(M,)``, for a population."""
+    return t.flatten(1).sum(1) if member_axes(model) else t.sum()
+
+
+def per_member(value: Hyper, like: torch.Tensor) -> Hyper:
+    """A hyperparameter ready to multiply ``like``: a float as it is; a per-member vector on
+    ``like``'s device and dtype, shaped ``(M, 1, ..., 1)`` to broadcast over the member axis."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.to(like.device, like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+def is_positive(value: Hyper) -> bool:
+    """Whether any network (any member) has this strength switched on."""
+    return bool((value > 0).any()) if isinstance(value, torch.Tensor) else value > 0
 
 
 def sparsity(model: nn.Module, scope: str = "weights") -> float:
@@ -57,6 +90,11 @@ class Regularizer:
     """Base class: every hook does nothing. ``name`` is the config key (e.g. ``l2``)."""
 
     name: str = "regularizer"
+    # How ``hydra/launcher=population`` trains runs with it as one program. True: the hooks
+    # broadcast over a population's member axis (floats may be (M,) vectors). "per_member": its
+    # only hook is ``transform_batch``, which runs on each member's slice of the batch with that
+    # member's own object (bench/population/stacking.py). False: runs with it train alone.
+    population: bool | str = False
     # transform_batch runs in ascending order whatever the order on the command line: input
     # transforms (augment 0, input_noise 10), then label mixing (mixup/cutmix 20), then label
     # smoothing (30), so 'regularizer=[mixup,augment]' means the same as '[augment,mixup]'.

@@ -18,6 +18,7 @@ from bench.regularizers._mixing import PairMixing
 
 class CutMix(PairMixing):
     name = "cutmix"
+    population = "per_member"  # a batch transform only: each member's slice, its own draws
 
     def __init__(self, alpha: float = 1.0, per_sample: bool = False) -> None:
         super().__init__(alpha, per_sample)

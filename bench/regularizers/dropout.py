@@ -27,6 +27,7 @@ from bench.regularizers.base import Regularizer
 
 class Dropout(Regularizer):
     name = "dropout"
+    population = True  # rates become per-member layers when the networks are stacked
 
     def __init__(
         self, p_input: float = 0.0, p_dense: float = 0.5, p_conv: float = 0.1, mc: bool = True
@@ -40,6 +41,7 @@ class Dropout(Regularizer):
             "conv": self._rate("p_conv", p_conv),
         }
         self.counters = {kind: DropCounter() for kind in self.rates}
+        self.kinds = set(self.rates)  # the slot kinds the model has (setup narrows it)
 
     def _rate(self, field: str, value: Any) -> float:
         try:
@@ -51,7 +53,8 @@ class Dropout(Regularizer):
         return p
 
     def setup(self, datamodule: L.LightningDataModule, model: nn.Module) -> None:
-        if not any(isinstance(m, DropoutSlot) for m in model.modules()):
+        self.kinds = {m.kind for m in model.modules() if isinstance(m, DropoutSlot)}
+        if not self.kinds:
             raise ConfigError(
                 f"regularizer {self.name} does not apply to model={type(model).__name__.lower()}: "
                 "it has no dropout positions"
@@ -77,8 +80,9 @@ class Dropout(Regularizer):
 
     def callbacks(self) -> list[L.Callback]:
         """MC dropout with its defaults (``+callbacks=mc_dropout`` overrides them). Not when every
-        rate is 0: that run has no dropout to sample (a sweep's p = 0 point), nothing to refuse."""
-        if self.mc and any(p > 0 for p in self.rates.values()):
+        rate the model uses is 0 (an MLP has no conv slots): that run has no dropout to sample (a
+        sweep's p = 0 point), nothing to refuse."""
+        if self.mc and any(self.rates[kind] > 0 for kind in self.kinds):
             return [MCDropoutCallback()]
         return []
 

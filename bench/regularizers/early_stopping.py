@@ -31,6 +31,7 @@ MONITORS = {"val/loss": "min", "val/acc": "max"}
 
 class EarlyStopping(Regularizer):
     name = "early_stopping"
+    population = True  # bench.population.stopping runs this stopper once per member
 
     def __init__(
         self,
@@ -64,6 +65,10 @@ class EarlyStopping(Regularizer):
             )
 
     def callbacks(self) -> list[L.Callback]:
+        """The stopper and its restorer, made once: asking again returns the same pair (a
+        population member's are driven by ``bench.population.stopping`` and must stay theirs)."""
+        if self.stopper is not None and self.restorer is not None:
+            return [self.stopper, self.restorer]
         self.stopper = LightningEarlyStopping(
             monitor=self.monitor,
             patience=self.patience,

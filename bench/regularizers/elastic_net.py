@@ -13,12 +13,20 @@ import lightning as L
 import torch
 from torch import nn
 
-from bench.regularizers.base import Regularizer, regularized_parameters, sparsity
+from bench.regularizers.base import (
+    Regularizer,
+    is_positive,
+    member_total,
+    per_member,
+    regularized_parameters,
+    sparsity,
+)
 from bench.regularizers.l1 import OptimizerCheck, l1_norm, proximal_l1_
 
 
 class ElasticNet(Regularizer):
     name = "elastic_net"
+    population = True
 
     def __init__(
         self, l1_strength: float = 1e-4, l2_strength: float = 1e-4, params: str = "weights"
@@ -33,15 +41,15 @@ class ElasticNet(Regularizer):
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         """The L2 part only (logged as penalty/<name>); the L1 part is the proximal step."""
-        squares = sum((p**2).sum() for p in regularized_parameters(model, self.params))
-        return self.l2_strength * squares
+        squares = sum(member_total(p**2, model) for p in regularized_parameters(model, self.params))
+        return per_member(self.l2_strength, squares) * squares
 
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        if self.l1_strength > 0:
+        if is_positive(self.l1_strength):
             proximal_l1_(model, optimizer, self.l1_strength, self.params, self.who)
 
     def callbacks(self) -> list[L.Callback]:
-        return [OptimizerCheck(self.who)] if self.l1_strength > 0 else []
+        return [OptimizerCheck(self.who)] if is_positive(self.l1_strength) else []
 
     @torch.no_grad()
     def log_values(self, model: nn.Module) -> dict[str, float]:

@@ -12,11 +12,12 @@ from torch import nn
 
 from bench.errors import ConfigError
 from bench.regularizers._mixing import is_number
-from bench.regularizers.base import Regularizer
+from bench.regularizers.base import Regularizer, is_positive, per_member
 
 
 class InputNoise(Regularizer):
     name = "input_noise"
+    population = True
     transform_order = 10
 
     def __init__(self, std: float = 0.1) -> None:
@@ -28,9 +29,10 @@ class InputNoise(Regularizer):
     def transform_batch(
         self, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.std == 0:
+        if not is_positive(self.std):
             return x, y
-        noise = self.std * torch.randn_like(x if x.is_floating_point() else x.float())
+        draw = torch.randn_like(x if x.is_floating_point() else x.float())
+        noise = per_member(self.std, draw) * draw  # (M, B, ...) batches: one σ per member
         self.last_rms = noise.pow(2).mean().sqrt()
         return x + noise, y
 

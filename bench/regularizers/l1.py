@@ -23,7 +23,15 @@ import torch
 from torch import nn
 
 from bench.errors import ConfigError
-from bench.regularizers.base import Regularizer, regularized_parameters, sparsity
+from bench.regularizers.base import (
+    Hyper,
+    Regularizer,
+    is_positive,
+    member_total,
+    per_member,
+    regularized_parameters,
+    sparsity,
+)
 
 MODES = ("proximal", "subgradient")
 SUPPORTED_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
@@ -65,7 +73,8 @@ def step_per_unit_gradient(
 
 
 def l1_norm(model: nn.Module, scope: str) -> torch.Tensor:
-    return sum(p.abs().sum() for p in regularized_parameters(model, scope))
+    """Σ|w| (one per member for a population)."""
+    return sum(member_total(p.abs(), model) for p in regularized_parameters(model, scope))
 
 
 def soft_threshold_(p: torch.Tensor, threshold: float | torch.Tensor) -> None:
@@ -77,7 +86,7 @@ def soft_threshold_(p: torch.Tensor, threshold: float | torch.Tensor) -> None:
 
 
 def proximal_l1_(
-    model: nn.Module, optimizer: torch.optim.Optimizer, strength: float, scope: str, who: str
+    model: nn.Module, optimizer: torch.optim.Optimizer, strength: Hyper, scope: str, who: str
 ) -> None:
     """One proximal step of ``strength·Σ|w|`` over the parameters of ``scope`` the optimizer moved.
 
@@ -88,7 +97,8 @@ def proximal_l1_(
     for group in optimizer.param_groups:
         for p in group["params"]:
             if id(p) in targets and p.grad is not None:
-                soft_threshold_(p, strength * step_per_unit_gradient(optimizer, group, p))
+                step = step_per_unit_gradient(optimizer, group, p)
+                soft_threshold_(p, per_member(strength, p) * step)
 
 
 class OptimizerCheck(L.Callback):
@@ -108,6 +118,7 @@ class OptimizerCheck(L.Callback):
 
 class L1(Regularizer):
     name = "l1"
+    population = True
 
     def __init__(
         self, strength: float = 1e-4, params: str = "weights", mode: str = "proximal"
@@ -126,10 +137,11 @@ class L1(Regularizer):
         """Subgradient mode only: autograd then adds λ·sign(w) to the gradient."""
         if self.mode != "subgradient":
             return None
-        return self.strength * l1_norm(model, self.params)
+        norm = l1_norm(model, self.params)
+        return per_member(self.strength, norm) * norm
 
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        if self.mode == "proximal" and self.strength > 0:
+        if self.mode == "proximal" and is_positive(self.strength):
             proximal_l1_(model, optimizer, self.strength, self.params, self.who)
 
     def callbacks(self) -> list[L.Callback]:

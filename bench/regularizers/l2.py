@@ -10,11 +10,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.regularizers.base import Regularizer, regularized_parameters
+from bench.regularizers.base import (
+    Regularizer,
+    member_total,
+    per_member,
+    regularized_parameters,
+)
 
 
 class L2(Regularizer):
     name = "l2"
+    population = True
 
     def __init__(self, strength: float = 1e-4, params: str = "weights") -> None:
         self.strength = self.check_nonnegative(
@@ -23,4 +29,5 @@ class L2(Regularizer):
         self.params = self.check_scope(params)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
-        return self.strength * sum((p**2).sum() for p in regularized_parameters(model, self.params))
+        squares = sum(member_total(p**2, model) for p in regularized_parameters(model, self.params))
+        return per_member(self.strength, squares) * squares

@@ -13,11 +13,12 @@ from torch import nn
 
 from bench.errors import ConfigError
 from bench.regularizers._mixing import is_number, require_classification, soft_targets
-from bench.regularizers.base import Regularizer
+from bench.regularizers.base import Regularizer, per_member
 
 
 class LabelSmoothing(Regularizer):
     name = "label_smoothing"
+    population = True
     transform_order = 30
 
     def __init__(self, epsilon: float = 0.1) -> None:
@@ -34,9 +35,10 @@ class LabelSmoothing(Regularizer):
         self, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
-        smoothed = (1 - self.epsilon) * soft_targets(y, self.num_classes, dtype)
-        smoothed = smoothed + self.epsilon / self.num_classes
-        self.last_confidence = smoothed.amax(1).mean()
+        targets = soft_targets(y, self.num_classes, dtype)
+        epsilon = per_member(self.epsilon, targets)  # (M, B, K) targets: one ε per member
+        smoothed = (1 - epsilon) * targets + epsilon / self.num_classes
+        self.last_confidence = smoothed.amax(-1).mean()
         return x, smoothed
 
     def log_values(self, model: nn.Module) -> dict[str, float]:

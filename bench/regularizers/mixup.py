@@ -14,6 +14,7 @@ from bench.regularizers._mixing import PairMixing
 
 class MixUp(PairMixing):
     name = "mixup"
+    population = "per_member"  # a batch transform only: each member's slice, its own draws
 
     def __init__(self, alpha: float = 0.2, per_sample: bool = False) -> None:
         super().__init__(alpha, per_sample)

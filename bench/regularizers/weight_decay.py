@@ -18,11 +18,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.regularizers.base import Regularizer, regularized_parameters
+from bench.regularizers.base import Regularizer, is_positive, per_member, regularized_parameters
 
 
 class WeightDecay(Regularizer):
     name = "weight_decay"
+    population = True
 
     def __init__(self, strength: float = 0.01, params: str = "weights") -> None:
         self.strength = self.check_nonnegative("strength", strength)
@@ -31,13 +32,13 @@ class WeightDecay(Regularizer):
 
     def before_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Remember w_{t-1}, the weights this step's gradient was computed at."""
-        if self.strength > 0:
+        if is_positive(self.strength):
             self._at_gradient = {
                 p: p.detach().clone() for p in regularized_parameters(model, self.params)
             }
 
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        if self.strength == 0:
+        if not is_positive(self.strength):
             return
         if not self._at_gradient:
             raise RuntimeError(
@@ -47,8 +48,13 @@ class WeightDecay(Regularizer):
         for group in optimizer.param_groups:
             for p in group["params"]:
                 w_prev = self._at_gradient.get(p)
-                if w_prev is not None and p.grad is not None:  # like AdamW: stepped params only
-                    p.sub_(w_prev, alpha=group["lr"] * self.strength)
+                if w_prev is None or p.grad is None:  # like AdamW: stepped params only
+                    continue
+                decay = per_member(self.strength, p)
+                if isinstance(decay, torch.Tensor):  # a population: one γ per member
+                    p.sub_(w_prev * (group["lr"] * decay))
+                else:
+                    p.sub_(w_prev, alpha=group["lr"] * decay)
         self._at_gradient = {}  # used once: a skipped step never decays with stale weights
 
     @torch.no_grad()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import Checkpoint
 
-from bench.data.batches import TensorBatches, order_state
+from bench.data.batches import order_state
 from bench.resume.checkpoints import checkpoint_name, prune
 from bench.resume.signals import RunInterrupted, active_guard
 
@@ -44,9 +45,20 @@ class ResumeCheckpoint(Checkpoint):
     signal and at fit end), keep the newest ``keep``; turn a noted signal into a checkpoint and
     :class:`~bench.resume.signals.RunInterrupted` at the next batch end."""
 
-    def __init__(self, dirpath: str | Path, every_n_epochs: int = 1, keep: int = 2) -> None:
+    def __init__(
+        self,
+        dirpath: str | Path,
+        every_n_epochs: int = 1,
+        keep: int = 2,
+        min_interval_s: float = 0.0,
+    ) -> None:
         self.dirpath = Path(dirpath)
         self.every_n_epochs = every_n_epochs
+        # Epoch checkpoints closer than this to the last one are skipped: hundreds of very short
+        # epochs (a UCI-sized population) would spend more time writing than training. A signal
+        # and the end of fit always save.
+        self.min_interval_s = min_interval_s
+        self._saved_at = time.monotonic()
         self.keep = max(int(keep), 1)
         self.last_saved: Path | None = None
         self.fit_complete = False  # restored from a checkpoint written when fit ended
@@ -70,7 +82,8 @@ class ResumeCheckpoint(Checkpoint):
             or (max_epochs is not None and max_epochs >= 0 and epoch >= max_epochs)
             or (max_steps >= 0 and trainer.global_step >= max_steps)
         )
-        if self.every_n_epochs and epoch % self.every_n_epochs == 0 and not last:
+        due = time.monotonic() - self._saved_at >= self.min_interval_s
+        if self.every_n_epochs and epoch % self.every_n_epochs == 0 and not last and due:
             self.save(trainer)
         self._stop_if_signalled(trainer, mid_epoch=False)
 
@@ -95,6 +108,7 @@ class ResumeCheckpoint(Checkpoint):
         if path == self.last_saved:
             return path
         trainer.save_checkpoint(path, weights_only=False)  # all ranks take part; rank 0 writes
+        self._saved_at = time.monotonic()
         if trainer.is_global_zero:
             prune(self.dirpath, self.keep)
         self.last_saved = path
@@ -110,7 +124,7 @@ class ResumeCheckpoint(Checkpoint):
             return
         loader = trainer.train_dataloader
         # A DataLoader cannot skip the batches already seen: it resumes from the last epoch end.
-        if not mid_epoch or isinstance(loader, TensorBatches):
+        if not mid_epoch or hasattr(loader, "restore_order"):
             self.save(trainer)
         checkpoint = str(self.last_saved) if self.last_saved is not None else None
         signum = received if received is not None else int(signal.SIGTERM)
