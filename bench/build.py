@@ -71,6 +71,8 @@ def build_loggers(cfg: DictConfig) -> list:
 def target_name(node: DictConfig) -> str | None:
     """The name a record carries for a component (``digits``, ``mlp``), without building it."""
     cls = get_class(node._target_)
+    if callable(getattr(cls, "record_name", None)):  # one class, several sets (bench/data/uci.py)
+        return cls.record_name(node)
     name = getattr(cls, "name", "")
     return name if isinstance(name, str) and name else cls.__name__.lower()
 

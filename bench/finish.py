@@ -49,15 +49,17 @@ def record_run(
     callbacks: list,
     epochs_run: int,
     plan: EvalPlan,
-    times: tuple[float, float, float],
+    times: tuple[float, ...],
     loggers: list,
     step: int,
     extras: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``evaluate_and_record`` from its parts: a population member (``bench.population``) has
-    no Trainer of its own. ``times``: when the run started, was assembled, finished training."""
+    no Trainer of its own. ``times``: when the run started, was assembled, finished training,
+    and (optionally) when its evaluation began — a population member waits for those before it."""
     module = modules[0]
-    started, assembled, fitted = times
+    started, assembled, fitted = times[:3]
+    evaluating = times[3] if len(times) > 3 else fitted
     predictors = build_predictors(cfg, callbacks)
     if len(modules) > 1:
         predictors.append(Ensemble())
@@ -72,7 +74,7 @@ def record_run(
     timing = {
         "setup_s": assembled - started,
         "fit_s": fitted - assembled,
-        "evaluate_s": evaluated - fitted,
+        "evaluate_s": evaluated - evaluating,
         "plots_s": time.time() - evaluated,
     }
 

@@ -19,7 +19,7 @@ import torch
 from bench.population.train import train_group
 from bench.resume.checkpoints import resumable
 from bench.train import run
-from tests.conftest import make_cfg
+from tests.conftest import REPO, make_cfg
 
 # 320 samples in batches of 32: 10 steps an epoch, 100 steps in 10 epochs.
 EXACT = [
@@ -379,3 +379,29 @@ def test_linear_and_cnn_members_equal_their_single_runs(tmp_path, model):
     assert_same_weights(tmp_path / "pop" / "m1", tmp_path / "single")
     assert records[1]["model"] == single["model"] == model
     assert records[1]["metrics"]["test/loss"] == pytest.approx(single["metrics"]["test/loss"])
+
+
+UCI_DIR = REPO.parent / "shared" / "data" / "uci"
+
+
+@pytest.mark.skipif(not UCI_DIR.is_dir(), reason=f"offline UCI copy not found at {UCI_DIR}")
+def test_uci_members_on_published_splits_equal_their_single_runs(tmp_path):
+    """dataset.split varies per member like split_seed: one datamodule per split, stacked."""
+    from bench.population.batcher import group_key
+
+    shared = [
+        "dataset=uci", "dataset.name=yacht", f"dataset.data_dir={UCI_DIR}", "model.widths=[50]",
+        "regularizer=[dropout,l2]", "regularizer.dropout.p_dense=0", "regularizer.dropout.mc=false",
+        "trainer.max_epochs=3", "trainer.precision=64-true", "evaluation.shift.corruptions=[]",
+    ]  # fmt: skip
+    members = [["seed=0", "dataset.split=0"], ["seed=1", "dataset.split=7"]]
+    keys = [group_key(make_cfg(tmp_path, *shared, *own)) for own in members]
+    assert (
+        keys[0][0] is not None and keys[0] == keys[1] and keys[0][1] == "uci-yacht/mlp/dropout+l2"
+    )
+    records = population(tmp_path / "pop", shared, members)
+    single = run(make_cfg(tmp_path / "single", *shared, *members[1]))
+    assert_same_weights(tmp_path / "pop" / "m1", tmp_path / "single")
+    assert records[1]["dataset"] == single["dataset"] == "uci-yacht"
+    assert records[1]["metrics"]["test/rmse"] == pytest.approx(single["metrics"]["test/rmse"])
+    assert records[0]["metrics"]["test/rmse"] != records[1]["metrics"]["test/rmse"]

@@ -20,13 +20,18 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from bench.build import target_name
 from bench.data.base import ArrayDataModule
+from bench.errors import ConfigError
 from bench.population.train import train_group
 from bench.regularizers.base import Regularizer
 from bench.resume.identity import identity
 
 __all__ = ["group_key", "member_memory_mb", "train_group"]
 
+# Dataset keys that may differ between members: each distinct value is its own datamodule, of
+# equal sizes (bench/population/data.py), e.g. a split seed, or a UCI set's published split.
+PER_MEMBER_DATA = ("split_seed", "split")
 STACKABLE_MODELS = ("bench.models.linear.Linear", "bench.models.mlp.MLP", "bench.models.cnn.CNN")
 BYTES = 4  # float32; a float64 population needs twice the estimate
 
@@ -39,17 +44,21 @@ def group_key(cfg: DictConfig) -> tuple[Hashable | None, str]:
     why = _alone(cfg)
     if why:
         return None, why
+    try:
+        member_memory_mb(cfg)  # shapes known without loading; a missing dataset is refused here
+    except ConfigError as exc:
+        return None, f"refused: {exc}"
     ident = identity(cfg)
     ident.pop("seed", None)
-    ident.get("dataset", {}).pop("split_seed", None)
+    for key in PER_MEMBER_DATA:
+        ident.get("dataset", {}).pop(key, None)
     for node in (ident.get("regularizer") or {}).values():
         for key in [k for k, v in node.items() if _numeric(v)]:
             node.pop(key)
     key = json.dumps(ident, sort_keys=True, default=str)
     regs = "+".join(cfg.get("regularizer") or {}) or "none"
     model = cfg.model._target_.rsplit(".", 1)[-1].lower()
-    dataset = get_class(cfg.dataset._target_).name or "dataset"
-    return key, f"{dataset}/{model}/{regs}"
+    return key, f"{target_name(cfg.dataset)}/{model}/{regs}"
 
 
 def _alone(cfg: DictConfig) -> str | None:
@@ -89,12 +98,11 @@ def member_memory_mb(cfg: DictConfig) -> float:
     only: the network is built on the meta device, nothing is allocated."""
     from bench.build import build
 
-    dm_cls = get_class(cfg.dataset._target_)
-    outputs = (dm_cls.num_classes or 1) * (2 if cfg.get("heteroscedastic") else 1)
+    dm = build(cfg.dataset, "dataset")  # no data is read: shapes are known before loading
+    outputs = dm.num_outputs * (2 if cfg.get("heteroscedastic") else 1)
+    shape = tuple(dm.input_shape)
     with torch.device("meta"):
-        model = build(
-            cfg.model, "model", input_shape=tuple(dm_cls.input_shape), num_outputs=outputs
-        )
+        model = build(cfg.model, "model", input_shape=shape, num_outputs=outputs)
         batch = int(cfg.dataset.get("batch_size") or 128)
         sizes: list[int] = []
         hooks = [
@@ -102,7 +110,7 @@ def member_memory_mb(cfg: DictConfig) -> float:
             for m in model.modules()
             if not list(m.children())
         ]
-        model(torch.empty(batch, *dm_cls.input_shape))
+        model(torch.empty(batch, *shape))
         for h in hooks:
             h.remove()
     params = sum(p.numel() for p in model.parameters())

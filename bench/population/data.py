@@ -126,6 +126,9 @@ class PopulationData(L.LightningDataModule):
             dm.setup("fit")
         device = self._device()
         for split in ("train", "val"):
+            sizes = {len(dm.tensors[split][0]) for dm in self.splits}
+            if len(sizes) > 1:  # the batcher groups splits of one configuration: equal sizes
+                raise ValueError(f"members' {split} splits differ in size: {sorted(sizes)}")
             xs = torch.stack([dm.tensors[split][0] for dm in self.splits]).to(device)
             ys = torch.stack([dm.tensors[split][1] for dm in self.splits]).to(device)
             self.tensors[split] = (xs, ys)

@@ -11,6 +11,7 @@ would return to the sweeper.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,8 @@ def finisher(
         from bench.finish import close_loggers, record_run
         from bench.train import report
 
+        evaluating = time.time()
+
         single = BenchModule(
             model=m.network,
             task=m.datamodule.task,
@@ -65,7 +68,7 @@ def finisher(
         try:
             record = record_run(
                 m.cfg, m.run_dir, m.datamodule, [single], callbacks, module.epochs_trained[j],
-                m.plan, times, loggers, module.global_step,
+                m.plan, (*times, evaluating), loggers, module.global_step,
                 extras={"population": {**info, "member": j}},
             )  # fmt: skip
         except BaseException as exc:

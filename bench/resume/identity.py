@@ -73,8 +73,15 @@ def readable_prefix(cfg: DictConfig) -> str:
     """``digits-mlp-l2+dropout-s0``: what a person looks for when listing a sweep directory."""
     choices = OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {}
     regs = "+".join(str(k) for k in (cfg.get("regularizer") or {})) or "none"
+    dataset = str(choices.get("dataset") or "data")
+    node = cfg.get("dataset")
+    if isinstance(node, DictConfig):  # one config for several sets: uci-yacht-k3
+        if isinstance(node.get("name"), str):
+            dataset += f"-{node.name}"
+        if node.get("split") is not None:
+            dataset += f"-k{node.split}"
     parts = [
-        choices.get("dataset") or "data",
+        dataset,
         choices.get("model") or "model",
         regs,
         f"s{cfg.get('seed')}",
