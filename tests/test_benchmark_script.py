@@ -62,7 +62,7 @@ def test_every_other_figure_runs_quick(tmp_path: Path):
 
 @pytest.mark.slow
 def test_the_population_figures_run_quick(tmp_path: Path):
-    """Figures 8–10 (about 45 s on 2 cores): both sweeps complete every job, the hand loop
+    """Figures 8–10 (about 25 s on 2 cores): both sweeps complete every job, the hand loop
     matches the population's records (checked inside the figure), pop-gpu is skipped on CPU."""
     figures = "pop-sweep,pop-uci,pop-gpu"
     payload = quick(tmp_path, figures)

@@ -39,6 +39,20 @@ where: ${hydra:runtime.output_dir}
 """
 
 
+@pytest.fixture(autouse=True)
+def fresh_hydra_version_base():
+    """Hydra's suites expect a fresh process's version base (unspecified: jobs run inside their
+    output directory, where they write their log). Any earlier test that composed with
+    ``version_base="1.3"`` left it set process-wide, so it is reset here and put back after."""
+    from hydra.version import _UNSPECIFIED_, VersionBase
+
+    instance = VersionBase.instance()
+    before = instance.version_base
+    instance.version_base = _UNSPECIFIED_
+    yield
+    instance.version_base = before
+
+
 def test_hydra_discovers_the_launcher_and_its_config_node():
     launchers = [f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Launcher)]
     assert "hydra_plugins.regbench_population.population_launcher.PopulationLauncher" in launchers

@@ -7,7 +7,7 @@ against a hand-written batched loop of the same maths.
   with the population launcher and with the basic one: whole processes, wall clock with start-up,
   evaluation, records and leaderboards; both must complete every job (the largest test-loss
   difference between a job's two records is kept). The basic sweep takes minutes, so the figure
-  is one repetition (``--quick``: 10 jobs, 3 epochs).
+  is one repetition (``--quick``: 5 jobs, 2 epochs).
 - 9 pop-uci: a UCI-sized population in-process — diabetes, an MLP [50], ``[dropout, l2]`` on a
   12-point grid (``p_dense`` × strength, ``p_input=0``) × 20 ``dataset.split_seed`` = 240 members,
   400 epochs at batch 32. ``train_group`` (training) and its task functions (evaluation and
@@ -15,7 +15,7 @@ against a hand-written batched loop of the same maths.
   spread over the grid and extrapolated to all of them: each timed job gives one ratio. The hand
   loop (``population_loop.py``) trains the same networks on the same batches with no framework;
   an untimed check first trains both with dropout (the one random part) off and compares every
-  member's validation loss. ``--quick``: 24 members, 20 epochs.
+  member's validation loss. ``--quick``: 12 members, 10 epochs.
 - 10 pop-gpu: both on CUDA (``--device cuda``); without one its rows say so and are skipped.
 
 Every side runs with the defaults a user gets (``trainer.precision=32-true``, the default loggers,
@@ -53,7 +53,7 @@ STRENGTHS = ("1e-5", "1e-4", "1e-3", "1e-2", "1e-1")
 P_DENSE = (0.005, 0.01, 0.05, 0.1)  # Gal & Ghahramani's UCI dropout grid
 L2 = (1e-4, 1e-3, 1e-2)
 # (sweep seeds, sweep epochs, UCI splits, UCI epochs, single UCI jobs timed)
-FULL, QUICK = (20, 30, 20, 400, 4), (2, 3, 2, 20, 2)
+FULL, QUICK = (20, 30, 20, 400, 4), (1, 2, 1, 10, 1)
 Sync = Callable[[], None] | None
 
 
