@@ -20,7 +20,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from bench.build import target_name
+from bench.build import build, target_name
 from bench.data.base import ArrayDataModule
 from bench.errors import ConfigError
 from bench.population.train import train_group
@@ -44,8 +44,8 @@ def group_key(cfg: DictConfig) -> tuple[Hashable | None, str]:
     why = _alone(cfg)
     if why:
         return None, why
-    try:
-        member_memory_mb(cfg)  # shapes known without loading; a missing dataset is refused here
+    try:  # a datamodule reads no data when built; a missing dataset is refused here
+        build(cfg.dataset, "dataset")
     except ConfigError as exc:
         return None, f"refused: {exc}"
     ident = identity(cfg)
@@ -96,8 +96,6 @@ def member_memory_mb(cfg: DictConfig) -> float:
     """What one member adds to a population: weights, gradient, two optimizer moments, frozen and
     best copies (6 × parameters), plus forward and backward activations of one batch. Shapes
     only: the network is built on the meta device, nothing is allocated."""
-    from bench.build import build
-
     dm = build(cfg.dataset, "dataset")  # no data is read: shapes are known before loading
     outputs = dm.num_outputs * (2 if cfg.get("heteroscedastic") else 1)
     shape = tuple(dm.input_shape)

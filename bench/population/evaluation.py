@@ -85,12 +85,3 @@ class SharedOutputs:
         if not self._pending:
             self.cache.clear()
             self.used, self.full = 0, False
-
-
-@torch.no_grad()
-def restack(network: nn.Module, models: list[nn.Module]) -> None:
-    """Write every member's final weights (best weights restored) back into the stack."""
-    stacked = dict(network.named_parameters())
-    for k, model in enumerate(models):
-        for name, p in model.named_parameters():
-            stacked[name].data[k].copy_(p.data)

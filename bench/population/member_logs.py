@@ -131,10 +131,9 @@ class MemberLogs:
             rows.append((k, {**row, "fit/lr": lr, "epoch": epoch}, step - 1))
         self._queue.put(rows)
 
-    def resume_at(self, checkpoint: Path) -> None:
-        """Rows written after the checkpoint the population resumes from are written again."""
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        step = int(state["global_step"])
+    def resume_at(self, step: int) -> None:
+        """Rows written after the checkpoint's ``step`` (the population resumes there) are
+        written again; called from the module's ``on_load_checkpoint``, before training."""
         for member in self.loggers:
             for lg in member:
                 if hasattr(lg, "resume_at"):

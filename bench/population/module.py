@@ -38,8 +38,8 @@ def member_losses(
     """``BenchModule.data_loss`` per member: ``out (M, B, K)``, ``y (M, B[, K])`` → ``(M,)``."""
     m, b = out.shape[:2]
     if task == "classification":
-        target = y.flatten(0, 1) if not y.is_floating_point() else y.flatten(0, 1)
-        return F.cross_entropy(out.flatten(0, 1), target, reduction="none").view(m, b).mean(1)
+        losses = F.cross_entropy(out.flatten(0, 1), y.flatten(0, 1), reduction="none")
+        return losses.view(m, b).mean(1)
     if heteroscedastic:
         var = out[..., 1].exp()
         return F.gaussian_nll_loss(out[..., 0], y, var, full=True, reduction="none").mean(1)
@@ -80,6 +80,7 @@ class PopulationModule(RegularizedOptimization, L.LightningModule):
         target_stds: torch.Tensor,
         on_epoch: Callable[..., None] | None = None,
         member_networks: Sequence[nn.Module] = (),
+        on_resume: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__()
         self.model = network
@@ -94,12 +95,13 @@ class PopulationModule(RegularizedOptimization, L.LightningModule):
         self.register_buffer("target_var", target_stds.double() ** 2, persistent=False)
         self.on_epoch = on_epoch  # per-member epoch values go to the members' own loggers
         self.member_networks = list(member_networks)  # a list: not submodules of this one
+        self.on_resume = on_resume  # told the step a checkpoint resumes from (member logs)
         self.register_buffer("active", torch.ones(self.members, dtype=torch.bool))
         self.diverged_at: list[tuple[int, int] | None] = [None] * self.members
         self.epochs_trained = [0] * self.members  # epochs each member completed
         self._frozen: dict[str, torch.Tensor] = {}  # weights/state to put back, by name
-        self._sums: dict[str, torch.Tensor] = {}
-        self._count = torch.zeros(self.members, dtype=torch.float64)
+        self._sums: dict[str, torch.Tensor] = {}  # this epoch's weighted sums, on the device
+        self._count: torch.Tensor | float = 0.0
         self._val: dict[str, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,11 +136,12 @@ class PopulationModule(RegularizedOptimization, L.LightningModule):
         return torch.where(live, loss, torch.zeros_like(loss)).sum()
 
     def _accumulate(self, values: dict[str, torch.Tensor], live: torch.Tensor, n: int) -> None:
-        weight = live.detach().double().cpu() * n
+        """Batch-size-weighted sums per member, kept on the device (read once per epoch)."""
+        weight = live.double() * n
         for key, value in values.items():
-            v = torch.nan_to_num(value.detach().double().cpu()) * weight
+            v = torch.nan_to_num(value.detach().double()) * weight
             self._sums[key] = self._sums[key] + v if key in self._sums else v
-        self._count += weight
+        self._count = self._count + weight
 
     # freezing -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -200,9 +203,9 @@ class PopulationModule(RegularizedOptimization, L.LightningModule):
     def on_train_epoch_end(self) -> None:
         epoch = self.current_epoch
         was_active = self.active.clone()
-        count = self._count.clamp_min(1)
-        fit = {key: total / count for key, total in self._sums.items()}
-        self._sums, self._count = {}, torch.zeros(self.members, dtype=torch.float64)
+        count = torch.as_tensor(self._count, dtype=torch.float64).clamp_min(1)
+        fit = {key: (total / count).cpu() for key, total in self._sums.items()}
+        self._sums, self._count = {}, 0.0
         val = getattr(self, "val_metrics", {})
         self.val_metrics = {}
         for k in was_active.nonzero().flatten().tolist():
@@ -240,3 +243,5 @@ class PopulationModule(RegularizedOptimization, L.LightningModule):
         self.epochs_trained = list(state["epochs_trained"])
         self._frozen = {k: v.to(self.device) for k, v in state["frozen"].items()}
         self.stopping.load_state_dict(state["stopping"])
+        if self.on_resume is not None:
+            self.on_resume(int(checkpoint["global_step"]))

@@ -163,6 +163,15 @@ def unstack(network: nn.Module, models: list[nn.Module]) -> None:
             p.data = stacked[name][k].detach().clone()
 
 
+@torch.no_grad()
+def restack(network: nn.Module, models: list[nn.Module]) -> None:
+    """Write every member's final weights (best weights restored) back into the stack."""
+    stacked = dict(network.named_parameters())
+    for k, model in enumerate(models):
+        for name, p in model.named_parameters():
+            stacked[name].data[k].copy_(p.data)
+
+
 def bind(network: nn.Module, models: list[nn.Module]) -> None:
     """Make ``models[k]``'s parameters views of member k's slice of the population's: the
     single-run code that reads a network (a regularizer's ``log_values``) sees each member's

@@ -33,11 +33,11 @@ from bench.data.base import ArrayDataModule
 from bench.errors import ConfigError
 from bench.eval_plan import EvalPlan, plan_evaluation
 from bench.population.data import PopulationData
-from bench.population.evaluation import SharedOutputs, restack
+from bench.population.evaluation import SharedOutputs
 from bench.population.finish import finisher, report_done, report_failed, weights
 from bench.population.member_logs import MemberLogs
 from bench.population.module import PopulationModule
-from bench.population.stack import stack_networks, unstack
+from bench.population.stack import restack, stack_networks, unstack
 from bench.population.stacking import stack_regularizers
 from bench.population.stopping import MemberStopping
 from bench.quiet import quiet_libraries
@@ -161,6 +161,7 @@ def _train(members: list[Member], started: float) -> dict[int, TaskFunction]:
                 target_stds=data.target_stds(),
                 on_epoch=logs.epoch,
                 member_networks=[m.network for m in members],
+                on_resume=logs.resume_at,
             )
             checkpoints = checkpoint_callback(cfg, directory / "checkpoints", population=True)
             trainer = build(
@@ -176,7 +177,6 @@ def _train(members: list[Member], started: float) -> dict[int, TaskFunction]:
             ckpt = latest_valid(checkpoints.dirpath)
             if ckpt is not None:
                 log.info("population: resuming from %s", ckpt)
-                logs.resume_at(ckpt)
             logs.start()  # wandb runs open and rows are written in the background
             log.info("population of %d: training %s", len(members), directory)
             trainer.fit(module, datamodule=data, ckpt_path=ckpt)
