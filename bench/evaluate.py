@@ -26,7 +26,7 @@ from bench.uncertainty.base import OutputHead, Prediction, Predictor
 from bench.uncertainty.ensemble import diversity
 
 # Metrics kept for the train and validation splits (the gap); the test split keeps them all.
-FIT_KEYS = {"classification": ("loss", "acc"), "regression": ("loss",)}
+FIT_KEYS = {"classification": ("loss", "acc"), "regression": ("loss", "nll", "ll")}
 # Metrics kept per shifted set, and averaged over corruptions and severities as shift/mean/*.
 SHIFT_KEYS = {"classification": ("acc", "ece", "nll"), "regression": ("rmse", "nll")}
 # Each ensemble member's own test metrics, summarized as mean / best / worst (+1: higher is better).
@@ -64,7 +64,7 @@ def batches(x: torch.Tensor, size: int) -> list[torch.Tensor]:
 def score(pred: Prediction, target: torch.Tensor, task: str) -> dict[str, float]:
     if task == "classification":
         return classification_metrics(pred.probs, target)
-    return regression_metrics(pred.mean, pred.var, target)
+    return regression_metrics(pred.mean, pred.var, target, pred.mixture)
 
 
 def evaluate(

@@ -64,7 +64,13 @@ def record_run(
     if len(modules) > 1:
         predictors.append(Ensemble())
     networks = [m.model for m in modules]
-    head = OutputHead.for_run(networks[0], datamodule.task, bool(cfg.heteroscedastic), datamodule)
+    head = OutputHead.for_run(
+        networks[0],
+        datamodule.task,
+        bool(cfg.heteroscedastic),
+        datamodule,
+        cfg.get("noise_precision"),
+    )
     evaluation = evaluate(networks, head, datamodule, predictors, plan.settings(datamodule))
     write_npz_atomic(run_dir / "predictions.npz", evaluation.arrays)
     evaluated = time.time()

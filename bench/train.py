@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from bench.build import build, build_network, build_trainer
+from bench.data.uci_protocol import register_resolvers as register_uci_resolvers
 from bench.errors import ConfigError
 from bench.eval_plan import EvalPlan, plan_evaluation
 from bench.finish import close_loggers, evaluate_and_record
@@ -43,6 +44,7 @@ log = logging.getLogger("bench")
 # from any working directory.
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 register_resolvers()  # ${bench_run_id:} and ${bench_sweep_id:} name the output directories
+register_uci_resolvers()  # ${uci:tau_values,1}: the published UCI protocol's per-set values
 
 
 def assemble(

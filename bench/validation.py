@@ -38,6 +38,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or (_is_number(v) and v >= 0),
         "null (auto) or a number >= 0 (seconds)",
     ),
+    "noise_precision": (
+        lambda v: _is_number(v) and 0 < v < float("inf"),
+        "null (the training MSE) or a finite number > 0 (τ, original units)",
+    ),
     "ensemble.members": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "ensemble.bootstrap": (lambda v: isinstance(v, bool), "true or false"),
     "trainer.max_epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
@@ -75,3 +79,8 @@ def validate_config(cfg: DictConfig) -> None:
             valid = False
         if not valid:
             raise ConfigError(f"{key} must be {allowed}, got {value!r}")
+    if cfg.get("noise_precision") is not None and cfg.get("heteroscedastic"):
+        raise ConfigError(
+            "noise_precision is the fixed noise of a mean-only regression network; "
+            "heteroscedastic=true predicts its own variance: set one of them"
+        )

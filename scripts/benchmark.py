@@ -11,7 +11,8 @@ plain in-process loop), mc (MC dropout variants), data (loader vs slicing; batch
 per-sample augmentation), evaluation (final evaluation vs training time), gpu (figure 7);
 ``scripts/perf/population.py``: pop-sweep (the population launcher's sweep vs the basic one),
 pop-uci (a 240-member UCI population vs one at a time and vs a hand-written batched loop),
-pop-gpu (both on CUDA, figure 10).
+pop-gpu (both on CUDA, figure 10); ``scripts/perf/reproduction.py``: masks (numpy-drawn dropout
+masks vs torch's ``bernoulli_``), compose (Hydra's per-job composition once per group structure).
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ itself: the
 from perf.common import Result, machine, table  # noqa: E402
 
 FIGURES = ("overhead", "startup", "sweep", "mc", "data", "evaluation", "gpu",
-           "pop-sweep", "pop-uci", "pop-gpu")  # fmt: skip
+           "pop-sweep", "pop-uci", "pop-gpu", "masks", "compose")  # fmt: skip
 # A figure is ``perf.<name>.run(args)`` unless one module holds several: (module, function).
 ENTRIES = {
     "pop-sweep": ("population", "run_sweep"),
     "pop-uci": ("population", "run_uci"),
     "pop-gpu": ("population", "run_gpu"),
+    "masks": ("reproduction", "run_masks"),
+    "compose": ("reproduction", "run_compose"),
 }
 
 

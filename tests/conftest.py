@@ -11,11 +11,20 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from bench.data.uci_protocol import register_resolvers
+
+register_resolvers()  # ${uci:...} (conf/experiment/*uci*), as bench-train registers it
+
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 # The team's offline dataset copies live beside the checkout (never inside it).
 SHARED_TORCHVISION = Path(
     os.environ.get("BENCH_SHARED_DATA", REPO.parent / "shared" / "data" / "torchvision")
+)
+SHARED_UCI = Path(os.environ.get("BENCH_SHARED_UCI", REPO.parent / "shared" / "data" / "uci"))
+needs_uci = pytest.mark.skipif(
+    not (SHARED_UCI / "yacht" / "data.txt").is_file(),
+    reason=f"offline UCI copy not found at {SHARED_UCI} (set BENCH_SHARED_UCI to its folder)",
 )
 
 FAST = [

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
+from scipy.special import logsumexp
 from torch import nn
 from torch.nn.modules.dropout import _DropoutNd
 
@@ -470,4 +471,9 @@ def test_regression_validation_metrics_use_the_training_mse(tmp_path: Path):
     var = pred.var.numpy()
     nll = np.mean(0.5 * (np.log(2 * np.pi * var) + (y.numpy() - pred.mean.numpy()) ** 2 / var))
     rmse = math.sqrt(np.mean((y.numpy() - pred.mean.numpy()) ** 2))
-    assert metrics == pytest.approx({"nll": nll, "rmse": rmse}, rel=1e-10)
+    # ll: the exact mixture of the T Gaussians N(μ_t, noise_var), Gal & Ghahramani's form
+    mu_t = pred.mixture[0].numpy()
+    assert mu_t.shape == (5, len(y)) and np.allclose(mu_t.mean(0), pred.mean.numpy())
+    log_p = -0.5 * np.log(2 * np.pi * noise_var) - (y.numpy() - mu_t) ** 2 / (2 * noise_var)
+    ll = np.mean(logsumexp(log_p, axis=0) - np.log(5))
+    assert metrics == pytest.approx({"nll": nll, "ll": ll, "rmse": rmse}, rel=1e-10)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,13 +13,10 @@ from hydra import compose, initialize_config_dir
 
 from bench.data.uci import ALIASES, SETS, UCI
 from bench.errors import ConfigError, DatasetNotFoundError
-from tests.conftest import CONF_DIR, REPO
+from tests.conftest import CONF_DIR, SHARED_UCI, needs_uci
 
-UCI_DIR = Path(os.environ.get("BENCH_SHARED_UCI", REPO.parent / "shared" / "data" / "uci"))
-pytestmark = pytest.mark.skipif(
-    not (UCI_DIR / "yacht" / "data.txt").is_file(),
-    reason=f"offline UCI copy not found at {UCI_DIR} (set BENCH_SHARED_UCI to its folder)",
-)
+UCI_DIR = SHARED_UCI
+pytestmark = needs_uci
 
 
 def read(name: str, file: str, dtype: type = float) -> np.ndarray:

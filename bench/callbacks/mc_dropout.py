@@ -69,14 +69,17 @@ class MCDropoutCallback(L.Callback):
 
 def validation_metrics(predictor: MCDropout, module: Any, datamodule: Any) -> dict[str, float]:
     """MC-dropout NLL and ECE (regression: NLL and RMSE, original units) on the validation
-    split. Without a variance head the aleatoric variance is the training MSE of the eval-mode
-    network, as in the final evaluation."""
-    head = OutputHead.for_run(module.model, module.task, bool(module.heteroscedastic), datamodule)
+    split. Without a variance head the aleatoric variance is 1/``noise_precision`` or the
+    training MSE of the eval-mode network, as in the final evaluation."""
+    precision = (getattr(module, "hparams", None) or {}).get("noise_precision")
+    head = OutputHead.for_run(
+        module.model, module.task, bool(module.heteroscedastic), datamodule, precision
+    )
     predictor.fit([module.model], head)
     prediction, targets = predict_split(predictor, datamodule.eval_dataloader("val"))
     if head.classification:
         metrics = classification_metrics(prediction.probs, targets)
         return {"nll": metrics["nll"], "ece": metrics["ece"]}
     targets = targets.double() * head.target_std + head.target_mean
-    metrics = regression_metrics(prediction.mean, prediction.var, targets)
-    return {"nll": metrics["nll"], "rmse": metrics["rmse"]}
+    metrics = regression_metrics(prediction.mean, prediction.var, targets, prediction.mixture)
+    return {"nll": metrics["nll"], "ll": metrics["ll"], "rmse": metrics["rmse"]}

@@ -1,4 +1,4 @@
-"""MNIST, Fashion-MNIST, CIFAR-10 and SVHN, read with torchvision into in-memory arrays.
+"""MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100 and SVHN, read with torchvision into in-memory arrays.
 
 The files use torchvision's own on-disk layout under ``dataset.data_dir`` (default
 ``${oc.env:BENCH_DATA_DIR,./data}``), so a folder torchvision downloaded into works as is. The
@@ -137,6 +137,28 @@ class CIFAR10DataModule(TorchvisionDataModule):
 
     def read_split(self, train: bool) -> tuple[np.ndarray, np.ndarray]:
         ds = torchvision.datasets.CIFAR10(str(self.root), train=train, download=self.download)
+        images = np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))  # stored as N, H, W, C
+        return images, np.asarray(ds.targets, dtype=np.int64)
+
+
+class CIFAR100DataModule(CIFAR10DataModule):
+    """CIFAR-100: CIFAR-10's 50,000 + 10,000 photo format (3x32x32) with 100 fine classes.
+
+    torchvision's ``cifar-100-python/`` folder (``train``, ``test``, ``meta``); the 20 coarse
+    superclass labels are not used. Guo et al. (2017) calibrate ResNets on it.
+    """
+
+    name = "cifar100"
+    num_classes = 100
+
+    def expected_files(self) -> list[Path]:
+        tv = torchvision.datasets.CIFAR100
+        names = [name for name, _ in tv.train_list + tv.test_list] + [tv.meta["filename"]]
+        return [self.root / tv.base_folder / name for name in names]
+
+    def read_split(self, train: bool) -> tuple[np.ndarray, np.ndarray]:
+        # torchvision checks every file's md5 before reading and takes the fine labels.
+        ds = torchvision.datasets.CIFAR100(str(self.root), train=train, download=self.download)
         images = np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))  # stored as N, H, W, C
         return images, np.asarray(ds.targets, dtype=np.int64)
 

@@ -3,8 +3,9 @@
 ``build_leaderboard(paths, options)`` is the whole pipeline — find and load the records
 (``load``), group them into configurations and select each method's hyperparameters on
 validation data (``entries``), add post-hoc seed ensembles (``ensembles``) and rank both boards
-(``boards``). The result, a :class:`~bench.leaderboard.model.Leaderboard`, is what every
-renderer draws. Nothing here imports torch; numpy only for the seed ensembles.
+(``boards``), and set reproductions beside their papers (``published``). The result, a
+:class:`~bench.leaderboard.model.Leaderboard`, is what every renderer draws. Nothing here
+imports torch; numpy only for the seed ensembles.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from bench.leaderboard.boards import build_board
 from bench.leaderboard.entries import group, select
 from bench.leaderboard.load import find_files, load_runs
 from bench.leaderboard.model import Leaderboard, Options
+from bench.leaderboard.published import published_tables
 
 __all__ = ["Leaderboard", "Options", "build_leaderboard"]
 
@@ -28,7 +30,10 @@ def build_leaderboard(paths: Sequence[str], options: Options | None = None) -> L
     files = find_files(paths)
     runs, problems = load_runs(files)
     entries = group(runs)
-    chosen = select(entries, options.select) if entries else []
+    reproductions = published_tables(runs)
+    # A reproduction's refits on train + validation have no validation metric to select on;
+    # their table stands without a selection.
+    chosen = select(entries, options.select, required=not reproductions) if entries else []
     ensembles = {}
     if options.ensembles and chosen:
         from bench.leaderboard.ensembles import seed_ensembles  # numpy: only on this path
@@ -43,4 +48,5 @@ def build_leaderboard(paths: Sequence[str], options: Options | None = None) -> L
         problems=tuple(sorted(problems, key=lambda p: (p.path, p.kind))),
         diverged=tuple(sorted((r for r in runs if r.status != "completed"), key=lambda r: r.path)),
         files=len(files),
+        published=reproductions,
     )

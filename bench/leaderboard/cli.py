@@ -16,7 +16,7 @@ from bench.errors import ConfigError
 from bench.leaderboard import build_leaderboard
 from bench.leaderboard.columns import direction
 from bench.leaderboard.model import Leaderboard, Options
-from bench.leaderboard.render import summary, text, write_files
+from bench.leaderboard.render import published_text, summary, text, write_files
 
 if TYPE_CHECKING:  # numpy and matplotlib: only when a report or wandb run is made
     from bench.leaderboard.figures import Plot
@@ -106,7 +106,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for column in lb.options.columns.get(board.name, ()):
             if not any(r.cells[column].n for part in board.sections for r in part.rows):
                 print(f"warning: --columns {column}: no {board.name} row has it", file=sys.stderr)
-    show(lb, args.format)
+    # A reproduction's sweep (every run declares a published table: grid points × splits, one
+    # section each) is answered by its table; the two boards still go to the files.
+    reproduction = bool(lb.published) and all(r.published for e in lb.entries for r in e.runs)
+    if reproduction and args.format == "table":
+        print("gap and calibration boards: in the leaderboard_* files (a reproduction's sweep)")
+        for line in summary(lb, limit=20):
+            print(line)
+    else:
+        show(lb, args.format)
+    if lb.published and args.format in ("table", "md"):  # CSV/JSON stdout stay one board's
+        print(published_text(lb, "md"))
     out = args.out or default_out(args.paths)
     where = sys.stdout if args.format == "table" else sys.stderr
     plots = None

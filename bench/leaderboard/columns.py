@@ -1,11 +1,12 @@
 """Which numbers the boards show, how a key is looked up in a record, and which way is better.
 
 Column keys are metric keys without the prediction prefix (``test/nll``); the calibration
-board reads ``mc/test/nll`` for its MC-dropout rows. Two keys are not stored in records:
+board reads ``mc/test/nll`` for its MC-dropout rows. Three keys are not stored in records:
 
 - ``ood/auroc``: the mean over the record's OOD partners of the AUROC of the maximum-softmax
   probability score (``<p>ood/<partner>/max_prob/auroc``; regression: the predictive
   ``variance`` score). One score every prediction type has, so rows compare like with like.
+- ``test/error`` (any split, any prefix): 1 − ``test/acc``, as published tables print it.
 - top-level record fields (``sparsity``, ``best_epoch``, ``epochs``, ``wall_time_s``).
 """
 
@@ -19,6 +20,7 @@ from bench.errors import ConfigError
 
 TOP_LEVEL = ("sparsity", "best_epoch", "epochs", "wall_time_s", "stopped_epoch")
 OOD_AUROC = "ood/auroc"
+ERROR = "/error"  # test/error = 1 − test/acc, derived (published tables give error rates)
 OOD_SCORES = ("max_prob", "variance")  # classification, regression
 
 GAP_COLUMNS = {
@@ -61,7 +63,7 @@ DEFAULT_SORT = {"gap": "gap/loss", "calibration": "test/nll"}
 UNDERFIT = {"classification": ("test/acc", "max"), "regression": ("test/rmse", "min")}
 
 _LOWER = ("loss", "nll", "ece", "brier", "rmse", "aurc", "fpr95", "error", "wall_time_s")
-_HIGHER = ("acc", "auroc", "aupr")
+_HIGHER = ("acc", "auroc", "aupr", "ll")  # ll: log-likelihood (nll is caught above)
 
 
 def lookup(metrics: Mapping[str, Any], fields: Mapping[str, Any], key: str) -> float | None:
@@ -70,6 +72,9 @@ def lookup(metrics: Mapping[str, Any], fields: Mapping[str, Any], key: str) -> f
         value = fields.get(key)
     elif key.endswith(OOD_AUROC) and key not in metrics:
         value = _ood_auroc(metrics, key[: -len(OOD_AUROC)])
+    elif key.endswith(ERROR) and key not in metrics:  # papers print error rates
+        acc = metrics.get(key[: -len(ERROR)] + "/acc")
+        value = 1.0 - acc if isinstance(acc, int | float) and not isinstance(acc, bool) else None
     else:
         value = metrics.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):

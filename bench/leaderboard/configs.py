@@ -4,7 +4,8 @@ A *configuration* is the config minus what does not change the result: ``seed`` 
 differ only in seed are one entry with n seeds), where the run wrote its files (``paths``, and
 every string holding the record's own run directory — checkpoint dirpath, logger save_dir,
 trainer default_root_dir), where the data is read from (``data_dir`` keys) and how it is logged
-(``logger``: wandb names and groups differ per run and per sweep). A *section* is the
+(``logger``: wandb names and groups differ per run and per sweep) and which published table it
+reproduces (``published``: a paper's numbers, not a setting). A *section* is the
 configuration minus ``regularizer``; a *method* is the regularizer set, whose numeric options
 are its hyperparameters.
 """
@@ -18,7 +19,7 @@ from bench.record import flatten
 
 __all__ = ["canonical", "flatten", "run_dirs", "split_regularizers", "strip"]
 
-IGNORED_TOP = ("seed", "paths", "logger")
+IGNORED_TOP = ("seed", "paths", "logger", "published")
 IGNORED_ANYWHERE = ("data_dir",)
 
 

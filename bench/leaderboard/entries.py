@@ -90,8 +90,9 @@ def _varying(dicts: list[dict]) -> tuple[str, ...]:
     return tuple(k for k in keys if len({repr(d.get(k, missing)) for d in dicts}) > 1)
 
 
-def select(entries: list[Entry], metric: str) -> list[Entry]:
+def select(entries: list[Entry], metric: str, required: bool = True) -> list[Entry]:
     """Mark, per section and method, the entry with the best mean of ``metric`` over seeds.
+    (``required=False``: when no record has ``metric``, select nothing rather than refuse.)
 
     Only validation metrics may select (``val/loss``, ``ts/val/nll``). Configurations with a
     diverged seed are not selectable. Ties go to the first entry in ``entry_order``, so the
@@ -105,6 +106,8 @@ def select(entries: list[Entry], metric: str) -> list[Entry]:
     way = direction(metric)
     metric = metric.split(":", 1)[0]
     if any(e.runs for e in entries) and not any(e.stat(metric).n for e in entries):
+        if not required:
+            return []
         raise ConfigError(f"--select {metric}: no record has this metric")
     best: dict[tuple[str, str], Entry] = {}
     for entry in entries:

@@ -113,6 +113,7 @@ def to_run(record: dict[str, Any], path: str) -> Run:
         options=options,
         metrics=record["metrics"],
         fields={k: record[k] for k in _FIELDS if k in record},
+        published=config.get("published") if isinstance(config.get("published"), dict) else None,
     )
 
 

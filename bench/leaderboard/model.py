@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.leaderboard.columns import lookup
+from bench.leaderboard.published import PublishedTable
 from bench.leaderboard.stats import Stat, summarize
 
 __all__ = [
@@ -74,6 +75,7 @@ class Run:
     options: dict[str, str]  # other regularizer options as JSON text, "dropout.mc" -> "true"
     metrics: dict[str, float | None]
     fields: dict[str, Any]  # top-level extras: best_epoch, sparsity, epochs, diverged_at, ...
+    published: dict[str, Any] | None = None  # config.published: the table it reproduces
 
     def value(self, key: str) -> float | None:
         """A metric (``mc/test/nll``), a derived one (``ood/auroc``) or a top-level number."""
@@ -241,6 +243,7 @@ class Leaderboard:
     problems: tuple[Problem, ...]  # files left out, sorted by path
     diverged: tuple[Run, ...]  # diverged runs, sorted by path
     files: int  # results.json files found
+    published: tuple[PublishedTable, ...] = ()  # reproductions: ours next to the paper's
 
     @property
     def boards(self) -> tuple[Board, Board]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.atomic import write_text_atomic
 from bench.leaderboard import format as fmt
+from bench.leaderboard import published
 from bench.leaderboard.model import Board, Leaderboard, Row
 from bench.leaderboard.stats import Stat
 
@@ -180,14 +181,34 @@ def text(lb: Leaderboard, boards: Sequence[Board], kind: str) -> str:
 
 
 def write_files(lb: Leaderboard, out_dir: str | Path) -> list[Path]:
-    """``leaderboard_{gap,calibration}.{md,csv,json}`` in ``out_dir``, each atomically."""
+    """``leaderboard_{gap,calibration}.{md,csv,json}`` in ``out_dir``, each atomically, and
+    ``leaderboard_published.*`` when some run reproduces a published table."""
     paths = []
     for board in lb.boards:
         for kind in FORMATS:
             path = Path(out_dir) / f"leaderboard_{board.name}.{kind}"
             write_atomic(path, text(lb, [board], kind))
             paths.append(path)
+    if lb.published:
+        for kind in FORMATS:
+            path = Path(out_dir) / f"leaderboard_published.{kind}"
+            write_atomic(path, published_text(lb, kind))
+            paths.append(path)
     return paths
+
+
+def published_text(lb: Leaderboard, kind: str) -> str:
+    """The reproductions board (``bench.leaderboard.published``) as ``md``, ``csv`` or ``json``."""
+    if kind == "md":
+        return published.markdown(lb.published)
+    rows = published.as_dicts(lb.published)
+    if kind == "json":
+        return json.dumps(rows, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+    return buffer.getvalue()
 
 
 def write_atomic(path: Path, content: str) -> None:

@@ -24,7 +24,12 @@ from bench.metrics.classification import (
 )
 from bench.metrics.ood import ood_metrics
 from bench.metrics.ranking import Ranking, auroc
-from bench.metrics.regression import COVERAGE_LEVELS, interval_coverage, regression_metrics
+from bench.metrics.regression import (
+    COVERAGE_LEVELS,
+    interval_coverage,
+    mixture_log_likelihood,
+    regression_metrics,
+)
 
 __all__ = [
     "COVERAGE_LEVELS",
@@ -42,6 +47,7 @@ __all__ = [
     "max_calibration_error",
     "misclassification_auroc",
     "ood_metrics",
+    "mixture_log_likelihood",
     "regression_metrics",
     "reliability",
 ]

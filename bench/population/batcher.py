@@ -2,7 +2,8 @@
 (``hydra_plugins/regbench_population``) asks.
 
 Jobs share one program when they compute the same thing up to what a population lets vary per
-member: ``seed``, every numeric regularizer hyperparameter, and ``dataset.split_seed``. The
+member: ``seed``, every numeric regularizer hyperparameter, ``noise_precision`` and
+``dataset.split_seed``/``dataset.split`` (and a reproduction's ``protocol`` indices). The
 group key is therefore the job's identity (``bench.resume.identity``: the resolved config minus
 paths and logging) with those removed. A job whose model or regularizers have no population form,
 or whose training couples examples across members (gradient clipping by global norm, several
@@ -29,6 +30,11 @@ from bench.resume.identity import identity
 
 __all__ = ["group_key", "member_memory_mb", "train_group"]
 
+# Top-level keys that may differ between members: the seed; the likelihood's noise precision
+# (the evaluation's predictive noise, reaching training only through a regularizer's numeric
+# strength, e.g. dropout_prior's τ); ``protocol``: a reproduction's grid indices
+# (conf/experiment/gal2016_uci.yaml), resolved into exactly such numbers.
+PER_MEMBER_TOP = ("seed", "noise_precision", "protocol")
 # Dataset keys that may differ between members: each distinct value is its own datamodule, of
 # equal sizes (bench/population/data.py), e.g. a split seed, or a UCI set's published split.
 PER_MEMBER_DATA = ("split_seed", "split")
@@ -49,7 +55,8 @@ def group_key(cfg: DictConfig) -> tuple[Hashable | None, str]:
     except ConfigError as exc:
         return None, f"refused: {exc}"
     ident = identity(cfg)
-    ident.pop("seed", None)
+    for key in PER_MEMBER_TOP:
+        ident.pop(key, None)
     for key in PER_MEMBER_DATA:
         ident.get("dataset", {}).pop(key, None)
     for node in (ident.get("regularizer") or {}).values():

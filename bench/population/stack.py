@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.models.blocks import DropoutSlot
+from bench.models.masks import keep_mask
 
 ELEMENTWISE = (nn.ReLU, nn.GELU, nn.Tanh, nn.ELU, nn.SiLU, nn.Sigmoid, nn.Identity)
 PER_SAMPLE = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
@@ -102,6 +103,10 @@ class MemberDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
+        if x.device.type == "cpu" and not self.maps and bool((self.p < 1).all()):
+            # numpy-drawn masks, 2-3x faster than torch's CPU bernoulli (bench/models/masks.py)
+            keep = (1 - self.p).view(-1, *([1] * (x.ndim - 1)))
+            return x * keep_mask(tuple(x.shape), keep, x)
         if self.same:  # one rate: torch's own kernel on the whole population
             p = float(self.p[0])
             return (

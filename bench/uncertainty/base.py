@@ -30,7 +30,9 @@ class OutputHead:
     Classification: the output is logits. Regression: column 0 is the standardized mean; with
     ``heteroscedastic`` column 1 is the log-variance (standardized units). Without a variance
     head the predictive variance is ``noise_var`` (the training MSE, original units), which the
-    evaluation sets once the training split has been predicted.
+    evaluation sets once the training split has been predicted — or, given a noise precision τ
+    (``noise_precision``, original units), 1/τ: the Gaussian likelihood the network was trained
+    under, as Gal & Ghahramani's protocol evaluates it.
     """
 
     task: str
@@ -41,18 +43,26 @@ class OutputHead:
 
     @classmethod
     def for_run(
-        cls, network: nn.Module, task: str, heteroscedastic: bool, datamodule
+        cls,
+        network: nn.Module,
+        task: str,
+        heteroscedastic: bool,
+        datamodule,
+        noise_precision: float | None = None,
     ) -> OutputHead:
         """The head of a trained run: the datamodule's target scale and, without a variance
-        head, the training MSE of ``network`` in eval mode (the maximum-likelihood noise level
-        of a Gaussian fitted to its residuals) as the predictive variance."""
+        head, 1/``noise_precision`` if given, else the training MSE of ``network`` in eval mode
+        (the maximum-likelihood noise level of a Gaussian fitted to its residuals) as the
+        predictive variance."""
         head = cls(
             task=task,
             heteroscedastic=heteroscedastic,
             target_mean=float(datamodule.target_mean),
             target_std=float(datamodule.target_std),
         )
-        if task == "regression" and not heteroscedastic:
+        if task == "regression" and not heteroscedastic and noise_precision is not None:
+            head.noise_var = 1.0 / float(noise_precision)
+        elif task == "regression" and not heteroscedastic:
             x, y = datamodule.tensors["train"]
             mean, _ = head.mean_var(network_outputs(network, x.split(datamodule.eval_batch_size)))
             y = y.double().cpu() * head.target_std + head.target_mean
@@ -78,17 +88,21 @@ class Prediction:
     """A predictive distribution over N samples (float64, CPU).
 
     Classification sets ``probs`` (N, K) and, where the method has them, ``logits`` (N, K);
-    regression sets ``mean`` and ``var`` (N,) in original units. ``scores`` are per-sample
-    uncertainty scores oriented so that higher means more uncertain (e.g. ``max_prob`` holds
-    minus the maximum probability). ``arrays`` are extra per-sample arrays for predictions.npz
-    (``entropy``, ``mutual_info``, ``var_epistemic`` ...). ``members`` holds the individual
-    predictions of an ensemble's members (for their own metrics and the ensemble's diversity).
+    regression sets ``mean`` and ``var`` (N,) in original units, and a mixture (MC samples,
+    ensemble members) its components' means and variances in ``mixture`` ((S, N) each; the
+    variances may be (N,) when shared), from which ``ll`` is the exact mixture likelihood.
+    ``scores`` are per-sample uncertainty scores oriented so that higher means more uncertain
+    (e.g. ``max_prob`` holds minus the maximum probability). ``arrays`` are extra per-sample
+    arrays for predictions.npz (``entropy``, ``mutual_info``, ``var_epistemic`` ...).
+    ``members`` holds the individual predictions of an ensemble's members (for their own metrics
+    and the ensemble's diversity).
     """
 
     probs: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     mean: torch.Tensor | None = None
     var: torch.Tensor | None = None
+    mixture: tuple[torch.Tensor, torch.Tensor] | None = None
     scores: dict[str, torch.Tensor] = field(default_factory=dict)
     arrays: dict[str, torch.Tensor] = field(default_factory=dict)
     members: list[Prediction] | None = None
@@ -199,9 +213,11 @@ def classification_mixture(probs: torch.Tensor, expected_entropy: torch.Tensor) 
 def mixture_regression(means: torch.Tensor, variances: torch.Tensor) -> Prediction:
     """The Gaussian moment-matched to S Gaussians (S, N) — MC samples or ensemble members."""
     means, variances = means.double(), variances.double()
-    return regression_mixture(
+    prediction = regression_mixture(
         means.mean(dim=0), means.var(dim=0, correction=0), variances.mean(dim=0)
     )
+    prediction.mixture = (means, variances)
+    return prediction
 
 
 def regression_mixture(

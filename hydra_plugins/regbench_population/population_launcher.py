@@ -37,6 +37,8 @@ from hydra.errors import CompactHydraException
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from hydra_plugins.regbench_population.compose import SweepComposer
+
 log = logging.getLogger(__name__)
 BATCHER_FUNCTIONS = ("group_key", "member_memory_mb", "train_group")
 
@@ -90,6 +92,7 @@ class PopulationLauncher(BasicLauncher):
                 f"hydra.launcher.memory_mb={self.memory_mb!r}: expected a positive number of MB"
             )
         self.batcher = load_batcher(self.batcher_name)
+        self.composer = SweepComposer(hydra_context.config_loader, config)  # type: ignore[arg-type]
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
@@ -129,7 +132,7 @@ class PopulationLauncher(BasicLauncher):
         """The job's config as BasicLauncher composes it, with the output directory run_job will
         give it already set, so that ``${hydra:runtime.output_dir}`` resolves for the batcher."""
         assert self.hydra_context is not None and self.config is not None
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        cfg = self.composer.compose(overrides)  # = load_sweep_config, once per group structure
         with open_dict(cfg):
             cfg.hydra.job.id = num
             cfg.hydra.job.num = num
