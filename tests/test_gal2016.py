@@ -131,7 +131,7 @@ def test_mc_log_likelihood_is_gals_logsumexp_formula():
 @pytest.mark.slow
 def test_grid_search_then_refit_end_to_end(tmp_path: Path):
     """The CI smoke version: 2 splits × 2 rates × 2 precisions, 40 epochs, T = 50."""
-    result = run_cli(
+    args = (
         "--multirun",
         "experiment=gal2016_uci",
         "dataset.name=yacht",
@@ -142,9 +142,8 @@ def test_grid_search_then_refit_end_to_end(tmp_path: Path):
         "protocol.epochs_factor=1",
         "callbacks.mc_dropout.samples=50",
         "threads=1",
-        cwd=tmp_path,
-        timeout=600,
     )
+    result = run_cli(*args, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "population of 8" in result.stderr + result.stdout  # the grid trained as one program
     records = [json.loads(p.read_text()) for p in sweep_records(tmp_path)]
@@ -173,3 +172,9 @@ def test_grid_search_then_refit_end_to_end(tmp_path: Path):
     assert row["row"] == "yacht" and row["n"] == 2 and row["published"] == 0.67
     assert row["ours"] == pytest.approx(np.mean(values))
     assert row["ours_se"] == pytest.approx(np.std(values, ddof=1) / math.sqrt(2))
+    # The same command again: both phases find their runs complete and touch nothing.
+    stamps = {p: p.stat().st_mtime_ns for p in sweep_records(tmp_path)}
+    again = run_cli(*args, cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in sweep_records(tmp_path)} == stamps
+    assert json.loads((sweep / "refit.json").read_text())["groups"] == choices["groups"]

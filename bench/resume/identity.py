@@ -34,6 +34,7 @@ HASH_CHARS = 8
 NOT_IDENTITY = ("hydra", "paths", "logger", "threads", "resume", "checkpoint", "optimized_metric")
 NESTED_NOT_IDENTITY = {("trainer", "enable_progress_bar")}
 PATH_KEY = re.compile(r"(dir|dirpath|path|root)$", re.IGNORECASE)
+DATA_KEYS = ("data_dir",)  # where data is read from: not identity, but values may come from it
 _STARTED = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")  # one per process, like Hydra's ${now:}
 
 
@@ -42,24 +43,25 @@ def identity(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     data = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
     kept = {k: v for k, v in data.items() if k not in NOT_IDENTITY}
     # Resolve without `paths` (its run_dir is the very directory being named); keys that point
-    # at files are dropped before resolving, so nothing reaches for the output directory.
-    node = OmegaConf.create(_drop_paths(kept))
-    resolved = OmegaConf.to_container(node, resolve=True)
+    # at files are dropped before resolving, so nothing reaches for the output directory — all
+    # but `data_dir`, which values may be read from (${uci:tau_values,1}), dropped after.
+    node = OmegaConf.create(_drop_paths(kept, keep=DATA_KEYS))
+    resolved = _drop_paths(OmegaConf.to_container(node, resolve=True))
     for group, key in NESTED_NOT_IDENTITY:
         if isinstance(resolved.get(group), dict):
             resolved[group].pop(key, None)
     return resolved
 
 
-def _drop_paths(value: Any) -> Any:
+def _drop_paths(value: Any, keep: tuple[str, ...] = ()) -> Any:
     if isinstance(value, dict):
         return {
-            k: _drop_paths(v)
+            k: _drop_paths(v, keep)
             for k, v in value.items()
-            if not (isinstance(k, str) and PATH_KEY.search(k))
+            if k in keep or not (isinstance(k, str) and PATH_KEY.search(k))
         }
     if isinstance(value, list):
-        return [_drop_paths(v) for v in value]
+        return [_drop_paths(v, keep) for v in value]
     return value
 
 
