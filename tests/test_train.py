@@ -38,12 +38,10 @@ CLASSIFICATION_KEYS = {
     )
 }
 REGRESSION_KEYS = (
-    {"train/loss", "val/loss", "gap/loss"}
-    | {
-        f"test/{k}"
-        for k in ("loss", "rmse", "nll", "coverage50", "coverage80", "coverage90", "coverage95")
-    }
-    | {"test/coverage_error"}
+    {f"{split}/{k}" for split in ("train", "val") for k in ("loss", "nll", "ll")}
+    | {"gap/loss"}
+    | {f"test/{k}" for k in ("loss", "rmse", "nll", "ll", "coverage50", "coverage80", "coverage90")}
+    | {"test/coverage95", "test/coverage_error"}
 )
 SPLIT_FAMILIES = ("train", "val", "test", "gap")
 
@@ -177,6 +175,7 @@ def test_regression_metrics_are_in_original_units(tmp_path, cfg_factory):
     np.testing.assert_allclose(var, m["train/loss"], rtol=1e-4)
     nll = 0.5 * (np.log(2 * np.pi * var) + (targets - mean) ** 2 / var)
     assert m["test/nll"] == pytest.approx(nll.mean(), rel=1e-4)
+    assert m["test/ll"] == -m["test/nll"]  # one Gaussian: its log-likelihood is −nll exactly
     assert 40 < m["test/rmse"] < 80  # a linear model on diabetes (target std ≈ 77)
 
 
