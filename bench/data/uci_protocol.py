@@ -13,6 +13,9 @@ the single source of the numbers:
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
 
 from bench.data.checks import resolve_dir
@@ -35,7 +38,7 @@ def protocol_value(file: str, index: int = 0, factor: int = 1, *, _root_: DictCo
         raise ConfigError(
             f"dataset.data_dir: {path} not found (the UCI protocol's {file} for ${{uci:}})"
         )
-    values = read_numbers(path)
+    values = _numbers(str(path))
     if not (isinstance(index, int) and 0 <= index < len(values)):
         raise ConfigError(
             f"${{uci:{file},{index}}}: {path.name} has {len(values)} values (index 0.."
@@ -43,6 +46,13 @@ def protocol_value(file: str, index: int = 0, factor: int = 1, *, _root_: DictCo
         )
     value = float(values[index]) * factor
     return round(value) if file in COUNTS else value
+
+
+@functools.lru_cache(maxsize=256)
+def _numbers(path: str) -> tuple[float, ...]:
+    """A protocol file's numbers, read once per process: every job of a 1,300-job sweep resolves
+    the same few files several times (its config, its run identity)."""
+    return tuple(read_numbers(Path(path)).tolist())
 
 
 def register_resolvers() -> None:

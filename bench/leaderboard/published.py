@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.leaderboard.columns import lookup
 from bench.leaderboard.configs import flatten
+from bench.leaderboard.stats import summarize
 
 if TYPE_CHECKING:
     from bench.leaderboard.model import Run
@@ -113,16 +114,13 @@ def compare(
     n_published = figure[2] if len(figure) > 2 else spec.get("n")
     published_se = _published_se(spread, spec.get("spread", "se"), n_published)
     values = [v for v in (lookup(r.metrics, r.fields, metric) for r in runs) if v is not None]
-    n = len(values)
-    ours = math.fsum(values) / n if n else None
-    ours_se = None
-    if n >= 2:
-        sd = math.sqrt(math.fsum((v - ours) ** 2 for v in values) / (n - 1))  # type: ignore[operator]
-        ours_se = sd / math.sqrt(n)
+    stat = summarize(values)  # mean and sd (ddof 1), as every board's cells
+    ours_se = None if stat.sd is None else stat.sd / math.sqrt(stat.n)
     scale = math.hypot(ours_se or 0.0, published_se or 0.0)
+    ours = stat.mean
     difference = (ours - float(mean)) / scale if ours is not None and scale > 0 else None
     return Comparison(
-        row, metric, n, ours, ours_se, float(mean), published_se, difference, diverged
+        row, metric, stat.n, ours, ours_se, float(mean), published_se, difference, diverged
     )
 
 

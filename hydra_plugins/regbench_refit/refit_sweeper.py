@@ -18,8 +18,6 @@ candidate gets no refit, and says so.
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
+
+from bench.atomic import write_text_atomic  # standard library only
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,8 @@ class RefitSweeper(BasicSweeper):
         jobs = [job for batch in grid for job in batch]
         choices = self.choose(jobs)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        write_json(sweep_dir / CHOICES_FILE, self.describe(choices))
+        text = json.dumps(self.describe(choices), indent=2) + "\n"
+        write_text_atomic(sweep_dir / CHOICES_FILE, text)  # a crash never leaves half a file
         refits = [self.refit_overrides(c["overrides"], c["point"]) for c in choices if c["point"]]
         if not refits:
             log.error("refit: no grid point has %s; nothing to refit", self.select)
@@ -163,14 +164,3 @@ def read_metric(path: Path, key: str) -> float | None:
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write-then-rename: a crash never leaves half a file (the app's own writer is not
-    importable from a plugin that any Hydra app may load)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
